@@ -1,0 +1,75 @@
+"""Pipeline settings: a validated YAML file plus environment variables for paths and sources."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from cyber_pipelines.keys import normalize_pair
+from cyber_pipelines.storage import MARKET_SOURCES
+
+_DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    seed: int = 7
+    effect_size: float = 1.0
+    lag_hours: int = 6
+
+
+@dataclass(frozen=True)
+class Settings:
+    start_date: date
+    pairs: tuple[str, ...]
+    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
+    max_gap_ratio: float = 0.05
+
+
+def _parse(raw: dict, origin: str) -> Settings:
+    try:
+        start = date.fromisoformat(str(raw["start_date"]))
+        pairs = tuple(normalize_pair(p) for p in raw["pairs"])
+        synth = SyntheticSettings(**(raw.get("synthetic") or {}))
+        gap = float((raw.get("quality") or {}).get("max_gap_ratio", 0.05))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid pipeline config {origin}: {exc}") from exc
+    if not pairs:
+        raise ValueError(f"invalid pipeline config {origin}: 'pairs' is empty")
+    if synth.lag_hours < 0 or synth.effect_size < 0:
+        raise ValueError(f"invalid pipeline config {origin}: lag_hours and effect_size must be >= 0")
+    if not 0 <= gap < 1:
+        raise ValueError(f"invalid pipeline config {origin}: max_gap_ratio must be in [0, 1)")
+    return Settings(start_date=start, pairs=pairs, synthetic=synth, max_gap_ratio=gap)
+
+
+@lru_cache(maxsize=4)
+def load_settings(path: str | None = None) -> Settings:
+    """Read the pipeline config (``CYBER_CONFIG`` or the packaged default)."""
+    config_path = Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG)
+    with config_path.open() as fh:
+        raw = yaml.safe_load(fh) or {}
+    return _parse(raw, str(config_path))
+
+
+def data_dir() -> Path:
+    """Storage root (``CYBER_DATA_DIR``, default ``./data``)."""
+    return Path(os.environ.get("CYBER_DATA_DIR") or "data").resolve()
+
+
+def landing_dir() -> Path:
+    """Folder that users drop files into (``CYBER_LANDING_DIR``, default ``<data>/landing``)."""
+    return Path(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "landing").resolve()
+
+
+def market_source() -> str:
+    """Default market source (``CYBER_MARKET_SOURCE``): synthetic, ccxt or landing."""
+    source = os.environ.get("CYBER_MARKET_SOURCE") or "synthetic"
+    if source not in MARKET_SOURCES:
+        raise ValueError(f"CYBER_MARKET_SOURCE={source!r}; expected one of {MARKET_SOURCES}")
+    return source
