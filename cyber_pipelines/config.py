@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from cyber_pipelines.github.activity import validate_repo_map
 from cyber_pipelines.keys import normalize_pair
 from cyber_pipelines.storage import MARKET_SOURCES
 
@@ -29,6 +30,7 @@ class Settings:
     pairs: tuple[str, ...]
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     max_gap_ratio: float = 0.05
+    repos: dict[str, list[str]] = field(default_factory=dict)  # owner/name -> asset symbols
 
 
 def _parse(raw: dict, origin: str) -> Settings:
@@ -37,6 +39,7 @@ def _parse(raw: dict, origin: str) -> Settings:
         pairs = tuple(normalize_pair(p) for p in raw["pairs"])
         synth = SyntheticSettings(**(raw.get("synthetic") or {}))
         gap = float((raw.get("quality") or {}).get("max_gap_ratio", 0.05))
+        repos = validate_repo_map(raw.get("repos") or {})
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid pipeline config {origin}: {exc}") from exc
     if not pairs:
@@ -45,16 +48,19 @@ def _parse(raw: dict, origin: str) -> Settings:
         raise ValueError(f"invalid pipeline config {origin}: lag_hours and effect_size must be >= 0")
     if not 0 <= gap < 1:
         raise ValueError(f"invalid pipeline config {origin}: max_gap_ratio must be in [0, 1)")
-    return Settings(start_date=start, pairs=pairs, synthetic=synth, max_gap_ratio=gap)
+    return Settings(start_date=start, pairs=pairs, synthetic=synth, max_gap_ratio=gap, repos=repos)
 
 
-@lru_cache(maxsize=4)
 def load_settings(path: str | None = None) -> Settings:
-    """Read the pipeline config (``CYBER_CONFIG`` or the packaged default)."""
-    config_path = Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG)
-    with config_path.open() as fh:
+    """Read the pipeline config (``path``, else ``CYBER_CONFIG``, else the packaged default)."""
+    return _load(str(Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG).resolve()))
+
+
+@lru_cache(maxsize=8)
+def _load(config_path: str) -> Settings:
+    with open(config_path) as fh:
         raw = yaml.safe_load(fh) or {}
-    return _parse(raw, str(config_path))
+    return _parse(raw, config_path)
 
 
 def data_dir() -> Path:

@@ -1,0 +1,29 @@
+"""Asset jobs that sensors, schedules and the CLI launch."""
+
+import dagster as dg
+
+from assets.github import github_activity
+from assets.market import ohlcv_candles
+from assets.moat import moat_records
+from assets.partitions import daily_partitions, pair_day_partitions, repo_day_partitions
+
+market_ingest_job = dg.define_asset_job(
+    "market_ingest",
+    selection=dg.AssetSelection.assets(ohlcv_candles),
+    partitions_def=pair_day_partitions,
+    description="Ingest one pair-day of OHLCV candles and run its blocking quality checks.",
+)
+
+github_ingest_job = dg.define_asset_job(
+    "github_ingest",
+    selection=dg.AssetSelection.assets(github_activity),
+    partitions_def=repo_day_partitions,
+    description="Ingest one repo-day of GitHub activity and run its blocking quality checks.",
+)
+
+moat_ingest_job = dg.define_asset_job(
+    "moat_ingest",
+    selection=dg.AssetSelection.assets(moat_records),
+    partitions_def=daily_partitions,
+    description="Ingest one day of moat records and run its blocking quality checks.",
+)

@@ -1,0 +1,48 @@
+"""Partition definitions shared by the asset layers."""
+
+from datetime import date
+
+import dagster as dg
+
+from cyber_pipelines.config import load_settings
+from cyber_pipelines.keys import key_to_pair
+
+PAIRS = "pairs"
+
+pair_partitions = dg.DynamicPartitionsDefinition(name=PAIRS)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat())
+pair_day_partitions = dg.MultiPartitionsDefinition({"date": daily_partitions, "pair": pair_partitions})
+
+
+def pair_day(partition_key: str | dg.MultiPartitionKey) -> tuple[str, date]:
+    """(``BTC/USD``, day) from a ``date|pair`` partition key."""
+    if not isinstance(partition_key, dg.MultiPartitionKey):
+        day_part, pair_part = str(partition_key).split("|")
+        partition_key = dg.MultiPartitionKey({"date": day_part, "pair": pair_part})
+    dims = partition_key.keys_by_dimension
+    return key_to_pair(dims["pair"]), date.fromisoformat(dims["date"])
+
+
+def pair_day_key(pair_key: str, day: date) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"date": day.isoformat(), "pair": pair_key})
+
+
+REPOS = "repos"
+
+repo_partitions = dg.DynamicPartitionsDefinition(name=REPOS)
+repo_day_partitions = dg.MultiPartitionsDefinition({"date": daily_partitions, "repo": repo_partitions})
+
+
+def repo_day(partition_key: str | dg.MultiPartitionKey) -> tuple[str, date]:
+    """(``owner/name``, day) from a ``date|owner__name`` partition key."""
+    from cyber_pipelines.github.activity import key_to_repo
+
+    if not isinstance(partition_key, dg.MultiPartitionKey):
+        day_part, repo_part = str(partition_key).split("|")
+        partition_key = dg.MultiPartitionKey({"date": day_part, "repo": repo_part})
+    dims = partition_key.keys_by_dimension
+    return key_to_repo(dims["repo"]), date.fromisoformat(dims["date"])
+
+
+def repo_day_key(repo_key: str, day: date) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"date": day.isoformat(), "repo": repo_key})

@@ -1,0 +1,130 @@
+"""Backtests: vectorized engine, grid sweeps, strategies, significance against the baseline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+
+from cyber_pipelines.backtest.engine import BacktestConfig, BacktestResult, run_backtest
+from cyber_pipelines.backtest.metrics import METRIC_NAMES, SHARPE_FORMULA
+from cyber_pipelines.backtest.significance import SignificanceResult, compare_to_baseline
+from cyber_pipelines.backtest.strategies import (
+    CrossMoat,
+    RuleOfThree,
+    SmaCross,
+    Strategy,
+    run_strategy,
+    walk_forward,
+)
+from cyber_pipelines.backtest.sweep import backtest_grid, sweep_sma_cross
+
+__all__ = [
+    "METRIC_NAMES",
+    "SHARPE_FORMULA",
+    "STRATEGIES",
+    "BacktestConfig",
+    "BacktestResult",
+    "CrossMoat",
+    "RuleOfThree",
+    "SignificanceResult",
+    "SmaCross",
+    "Strategy",
+    "backtest_csv",
+    "backtest_grid",
+    "compare_to_baseline",
+    "make_strategy",
+    "run_backtest",
+    "run_strategy",
+    "sweep_sma_cross",
+    "walk_forward",
+]
+
+# strategy name -> (class, {parameter: must be an integer})
+STRATEGIES: dict[str, tuple[type, dict[str, bool]]] = {
+    "sma_cross": (SmaCross, {"fast": True, "slow": True}),
+    "rule_of_three": (RuleOfThree, {"enter_confidence": False, "exit_confidence": False, "quorum": False}),
+    "cross_moat": (
+        CrossMoat,
+        {
+            "enter_confidence": False,
+            "exit_confidence": False,
+            "quorum": False,
+            "activity_weight": False,
+            "activity_window": True,
+            "activity_delay": True,
+        },
+    ),
+}
+
+
+def make_strategy(name: str, params: dict[str, float] | None = None) -> Strategy:
+    """A strategy from its CLI name and numeric parameters, e.g. ``sma_cross`` with fast/slow."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    cls, allowed = STRATEGIES[name]
+    kwargs: dict[str, float | int] = {}
+    for key, value in (params or {}).items():
+        if key not in allowed:
+            raise ValueError(f"strategy {name!r} has no parameter {key!r}; it takes {sorted(allowed)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"parameter {key}={value!r} must be a finite number")
+        if allowed[key]:
+            if not number.is_integer():
+                raise ValueError(f"parameter {key}={value!r} must be a whole number")
+            kwargs[key] = int(number)
+        else:
+            kwargs[key] = number
+    strategy: Strategy = cls(**kwargs)
+    return strategy
+
+
+def _json_number(value: float) -> float | int | None:
+    return value if math.isfinite(value) else None
+
+
+def backtest_csv(
+    path: str | Path,
+    strategy_name: str,
+    params: dict[str, float] | None = None,
+    fee: float = 0.0026,
+    slippage: float = 0.0010,
+    fill: str = "next_open",
+) -> dict[str, object]:
+    """Backtest an OHLCV CSV with a named strategy; JSON-able metrics, trade count and final equity.
+
+    The CSV is read with ``features.ohlcv_csv.read_ohlcv_csv``; indicator columns are added for the
+    TA strategies. ``cross_moat`` needs an ``activity_score`` column, which a plain OHLCV CSV lacks.
+    Non-finite metrics (e.g. a Sharpe ratio without trades) become ``None``.
+    """
+    from cyber_pipelines.features.indicators import add_indicators
+    from cyber_pipelines.features.ohlcv_csv import read_ohlcv_csv
+
+    strategy = make_strategy(strategy_name, params)
+    config = BacktestConfig(fee=fee, slippage=slippage, fill=fill)  # type: ignore[arg-type]
+    candles = read_ohlcv_csv(path)
+    if candles.height < 2:
+        raise ValueError(f"{path}: need at least 2 candles to backtest, got {candles.height}")
+    features = candles if isinstance(strategy, SmaCross) else add_indicators(candles)
+    result = run_strategy(strategy, features, config)
+    metrics: dict[str, float | int | None] = {k: _json_number(v) for k, v in result.metrics.items()}
+    metrics["n_trades"] = int(result.metrics["n_trades"])
+    ts: pl.Series = result.equity["timestamp"]
+    return {
+        "data": str(path),
+        "strategy": strategy.name,
+        "params": dict(params or {}),
+        "fee": fee,
+        "slippage": slippage,
+        "fill": fill,
+        "bars": result.equity.height,
+        "start": str(ts[0]),
+        "end": str(ts[-1]),
+        "bars_per_year": result.bars_per_year,
+        "metrics": metrics,
+        "n_trades": metrics["n_trades"],
+        "final_equity": metrics["final_equity"],
+        "sharpe_formula": SHARPE_FORMULA,
+    }

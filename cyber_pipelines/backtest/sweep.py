@@ -1,0 +1,161 @@
+"""Parameter sweeps vectorized across the grid: one 2-D numpy pass (bars x combinations).
+
+``backtest_grid`` is the engine's model (see ``engine``) written per bar instead of per fill, so a
+whole grid of target-position columns runs as array operations: the weight held after each bar's
+fills, the price of the fill that opened the current segment (forward-filled with
+``np.maximum.accumulate``), one equity factor per fill (cost and growth since the previous fill),
+a cumulative product down the bars, and the mark to each close. Stop losses are path-dependent and
+are only supported by ``engine.run_backtest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import polars as pl
+
+from cyber_pipelines.backtest.engine import (
+    BacktestConfig,
+    executed_weights,
+    fill_cost_factor,
+    infer_bars_per_year,
+    ohlc_arrays,
+)
+from cyber_pipelines.backtest.metrics import METRIC_NAMES, all_metrics
+
+_CHUNK = 256  # columns per pass: keeps the (bars x chunk) temporaries small and cache-friendly
+
+
+def sma_matrix(close: np.ndarray, windows: Iterable[int]) -> np.ndarray:
+    """Simple moving averages of ``close`` for each window (bars x windows), NaN during warm-up."""
+    close = np.asarray(close, dtype=float)
+    wins = np.asarray(list(windows), dtype=np.int64)
+    if wins.size and (wins.min() < 1 or wins.max() > close.size):
+        raise ValueError(f"SMA windows must be in [1, {close.size}], got {wins.min()}..{wins.max()}")
+    csum = np.concatenate([[0.0], np.cumsum(close)])
+    t = np.arange(close.size)[:, None]
+    lo = t + 1 - wins[None, :]
+    out = (csum[t + 1] - csum[np.maximum(lo, 0)]) / wins[None, :]
+    return np.where(lo >= 0, out, np.nan)
+
+
+def sma_cross_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
+    """+1 while the fast SMA is above the slow one, -1 below, 0 during warm-up or on a tie."""
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(np.sign(fast_sma - slow_sma), nan=0.0)
+
+
+def _grid_chunk(
+    fill_price: np.ndarray, close: np.ndarray, weights: np.ndarray, c: float, e0: float, bpy: float
+) -> dict[str, np.ndarray]:
+    n, m = weights.shape
+    prev_w = np.empty_like(weights)
+    prev_w[0] = 0.0
+    prev_w[1:] = weights[:-1]
+    fills = weights != prev_w
+    last = np.maximum.accumulate(np.where(fills, np.arange(n)[:, None], 0), axis=0)
+    seg_price = fill_price[last]  # price of the fill that opened each bar's segment
+    # the per-fill quantities are computed at the (sparse) fills only, ordered by run then bar
+    run, bar = np.nonzero(fills.T)
+    w, pw = weights[bar, run], prev_w[bar, run]
+    ratio = fill_price[bar] / np.where(bar > 0, seg_price[np.maximum(bar - 1, 0), run], fill_price[0])
+    growth = np.maximum(1.0 + pw * (ratio - 1.0), 0.0)
+    drift = np.where(growth > 0, pw * ratio / np.where(growth > 0, growth, 1.0), 0.0)
+    factor = np.ones_like(weights)
+    factor[bar, run] = fill_cost_factor(drift, w, c) * growth
+    after = e0 * np.cumprod(factor, axis=0)
+    equity = after * (1.0 + weights * (close[:, None] / seg_price - 1.0))
+    ruined = equity <= 0
+    if ruined.any():
+        equity = np.where(np.maximum.accumulate(ruined, axis=0), 0.0, equity)
+
+    # trades: runs of one position sign; pnl = closed equity at exit - closed equity at entry
+    sign, prev_sign = np.sign(w), np.sign(pw)
+    start = (sign != 0) & (sign != prev_sign)
+    end = (prev_sign != 0) & (sign != prev_sign)
+    before = np.where(bar > 0, after[np.maximum(bar - 1, 0), run], e0) * growth
+    closed = before * (1.0 - c * np.abs(drift))
+    n_start = np.bincount(run[start], minlength=m)
+    open_runs = np.flatnonzero(n_start > np.bincount(run[end], minlength=m))
+    exit_run = np.concatenate([run[end], open_runs])
+    exit_eq = np.concatenate([closed[end], equity[-1, open_runs]])
+    pnl = exit_eq[np.argsort(exit_run, kind="stable")] - closed[start]
+    notional = np.abs(w[start]) * after[bar[start], run[start]]
+    ret = pnl / np.where(notional > 0, notional, np.inf)
+    return all_metrics(equity, weights, pnl, ret, run[start], e0, bpy)
+
+
+def backtest_grid(
+    open_: np.ndarray,
+    close: np.ndarray,
+    targets: np.ndarray,
+    config: BacktestConfig,
+    bars_per_year: float,
+) -> dict[str, np.ndarray]:
+    """Metrics (name -> one value per column) of every target-position column (bars x runs)."""
+    if config.stop_loss is not None:
+        raise ValueError("stop_loss is path-dependent: run those backtests with engine.run_backtest")
+    targets = np.asarray(targets, dtype=float)
+    if targets.ndim != 2:
+        raise ValueError(f"targets must be 2-D (bars x runs), got shape {targets.shape}")
+    n = close.size
+    weights = executed_weights(targets, n, config)
+    fill_price = open_ if config.fill == "next_open" else close
+    parts = [
+        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], config.cost_rate, config.initial_cash,
+                    bars_per_year)
+        for i in range(0, weights.shape[1], _CHUNK)
+    ]
+    return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}
+
+
+def sweep_sma_cross(
+    data: pl.DataFrame | Mapping[str, np.ndarray],
+    fast_values: Iterable[int],
+    slow_values: Iterable[int],
+    config: BacktestConfig | None = None,
+) -> pl.DataFrame:
+    """Backtest every ``SmaCross(fast, slow)`` with fast < slow in one vectorized pass.
+
+    ``data`` is a candle frame (timestamp, open, high, low, close) or a mapping with ``open`` and
+    ``close`` arrays (then ``config.bars_per_year`` is required). Returns one row per pair:
+    fast, slow and every metric of ``metrics.METRIC_NAMES``.
+    """
+    config = config or BacktestConfig()
+    if isinstance(data, pl.DataFrame):
+        ohlc = ohlc_arrays(data)
+        open_, close = ohlc.open, ohlc.close
+        bpy = config.bars_per_year or infer_bars_per_year(ohlc.timestamp)
+    else:
+        open_ = np.asarray(data["open"], dtype=float)
+        close = np.asarray(data["close"], dtype=float)
+        if open_.shape != close.shape or open_.ndim != 1 or open_.size < 2:
+            raise ValueError("open and close must be 1-D arrays of the same length (>= 2)")
+        prices = np.concatenate([open_, close])
+        if not np.all(np.isfinite(prices)) or prices.min() <= 0:
+            raise ValueError("open and close must be finite and > 0")
+        if config.bars_per_year is None:
+            raise ValueError("with bare arrays, set config.bars_per_year (no timestamps to infer it)")
+        bpy = config.bars_per_year
+    pairs = [(f, s) for f in sorted(set(fast_values)) for s in sorted(set(slow_values)) if f < s]
+    if not pairs:
+        raise ValueError("no (fast, slow) pair with fast < slow in the grid")
+    windows = sorted({w for p in pairs for w in p})
+    col = {w: i for i, w in enumerate(windows)}
+    smas = sma_matrix(close, windows)
+    fast_idx = np.array([col[f] for f, _ in pairs])
+    slow_idx = np.array([col[s] for _, s in pairs])
+    metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    for i in range(0, len(pairs), _CHUNK):  # build targets per chunk to bound memory
+        targets = sma_cross_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
+        part = backtest_grid(open_, close, targets, config, bpy)
+        for name in METRIC_NAMES:
+            metrics[name].append(part[name])
+    return pl.DataFrame(
+        {
+            "fast": np.array([f for f, _ in pairs], dtype=np.int64),
+            "slow": np.array([s for _, s in pairs], dtype=np.int64),
+            **{name: np.concatenate(vals) for name, vals in metrics.items()},
+        }
+    )

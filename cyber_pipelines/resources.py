@@ -1,0 +1,122 @@
+"""Dagster resources: thin typed handles on the domain code (storage, market sources)."""
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from cyber_pipelines import config
+from cyber_pipelines.storage import MARKET_SOURCES, TableStore
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The storage root under which every source writes its own namespace."""
+
+    root: str = ""
+
+    def store(self) -> TableStore:
+        return TableStore(Path(self.root) if self.root else config.data_dir())
+
+
+class MarketDataResource(dg.ConfigurableResource):
+    """Fetches one pair's hourly candles for one UTC day from the configured source."""
+
+    source: str = ""  # empty: CYBER_MARKET_SOURCE (default synthetic)
+    exchange_id: str = "kraken"
+    exchange_url: str = ""  # empty: CYBER_EXCHANGE_URL or the exchange's own API
+    timeout_ms: int = 10_000
+    max_retries: int = 6
+    landing_dir: str = ""  # empty: CYBER_LANDING_DIR
+
+    def resolve_source(self, override: str | None = None) -> str:
+        source = override or self.source or config.market_source()
+        if source not in MARKET_SOURCES:
+            raise ValueError(f"unknown market source {source!r}; expected one of {MARKET_SOURCES}")
+        return source
+
+    def landing_path(self) -> Path:
+        return Path(self.landing_dir).resolve() if self.landing_dir else config.landing_dir()
+
+    def fetch_day(self, pair: str, day: date, source: str) -> pl.DataFrame:
+        settings = config.load_settings()
+        if source == "synthetic":
+            from cyber_pipelines.synthetic.market import simulate_ohlcv
+
+            synth = settings.synthetic
+            return simulate_ohlcv(
+                pair,
+                day,
+                day,
+                seed=synth.seed,
+                effect_size=synth.effect_size,
+                lag_hours=synth.lag_hours,
+                origin=settings.start_date,
+            )
+        if source == "landing":
+            from cyber_pipelines.market.landing import load_staged
+
+            return load_staged(self.landing_path() / "staged", pair, day)
+        from cyber_pipelines.market.exchange import ExchangeSettings, fetch_ohlcv_range, make_exchange
+
+        exchange = make_exchange(
+            ExchangeSettings(
+                exchange_id=self.exchange_id,
+                timeout_ms=self.timeout_ms,
+                max_retries=self.max_retries,
+                api_url=self.exchange_url or None,
+            )
+        )
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return fetch_ohlcv_range(exchange, pair, start, start + timedelta(days=1))
+
+
+GITHUB_SOURCES = ("synthetic", "github")
+
+
+class GitHubResource(dg.ConfigurableResource):
+    """Repository activity per UTC day from the GitHub API (PyGithub) or the synthetic simulator."""
+
+    token: str | None = None  # wired to dg.EnvVar("GITHUB_TOKEN"); never logged
+    base_url: str = ""  # empty: CYBER_GITHUB_URL or https://api.github.com
+    source: str = ""  # empty: CYBER_GITHUB_SOURCE (default synthetic)
+    cache_dir: str = ""  # empty: <data>/github_cache
+
+    def resolve_source(self, override: str | None = None) -> str:
+        source = override or self.source or os.environ.get("CYBER_GITHUB_SOURCE") or "synthetic"
+        if source not in GITHUB_SOURCES:
+            raise ValueError(f"unknown GitHub source {source!r}; expected one of {GITHUB_SOURCES}")
+        return source
+
+    def fetch_day(self, repo: str, day: date, source: str) -> pl.DataFrame:
+        from cyber_pipelines.github.activity import build_activity, load_repo_map
+
+        if source == "synthetic":
+            from cyber_pipelines.synthetic.activity import simulate_commits, simulate_repo_snapshot
+
+            settings = config.load_settings()
+            synth = settings.synthetic
+            assets = load_repo_map().get(repo)
+            if not assets:
+                raise ValueError(
+                    f"{repo} is not in the pipeline config's repos; synthetic activity needs its assets"
+                )
+            commits = simulate_commits(
+                repo, assets, day, seed=synth.seed, origin=settings.start_date, lag_hours=synth.lag_hours
+            )
+            issues, stars = simulate_repo_snapshot(repo, day, seed=synth.seed, origin=settings.start_date)
+            return build_activity(repo, day, commits, issues, stars)
+        from cyber_pipelines.github.client import (
+            ActivityCache,
+            GitHubSettings,
+            fetch_day_activity,
+            make_github,
+        )
+
+        settings_kwargs: dict = {"token": self.token or None}
+        if self.base_url:
+            settings_kwargs["base_url"] = self.base_url
+        client = make_github(GitHubSettings(**settings_kwargs))
+        cache = ActivityCache(Path(self.cache_dir) if self.cache_dir else config.data_dir() / "github_cache")
+        return fetch_day_activity(client, repo, day, cache=cache)

@@ -1,0 +1,1 @@
+"""Local fake servers of external APIs, for tests."""

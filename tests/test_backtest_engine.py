@@ -1,0 +1,253 @@
+"""The vectorized engine against a plain bar-by-bar cash/units simulation, plus metrics and errors."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cyber_pipelines.backtest.engine import BacktestConfig, infer_bars_per_year, run_backtest
+from cyber_pipelines.backtest.metrics import SHARPE_FORMULA, max_drawdown
+
+
+def make_candles(n: int, seed: int, step: timedelta = timedelta(hours=1), vol: float = 0.02) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, vol / 2, n))  # gaps
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol, n)))
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "timestamp": [start + i * step for i in range(n)],
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    )
+
+
+def reference(candles: pl.DataFrame, target: np.ndarray, cfg: BacktestConfig) -> tuple[np.ndarray, int]:
+    """Bar-by-bar cash and units; fills solved by fixed-point iteration. Returns equity, entries."""
+    o, h, lo, c = (candles[k].to_numpy() for k in ("open", "high", "low", "close"))
+    rate = cfg.fee + cfg.slippage
+    cash, units, entries = cfg.initial_cash, 0.0, 0
+    latch = 0.0  # sign of a trade cut by its stop: stay flat while the signal keeps that sign
+    entry_price = 0.0
+    held_sign = 0.0  # sign of the (pre-stop) signal being held
+    weights = np.clip(target, -1 if cfg.allow_short else 0, 1) * cfg.size_multiplier
+    out = np.empty(len(c))
+
+    def fill(w: float, price: float) -> None:
+        nonlocal cash, units, entries, entry_price, held_sign, latch
+        sign = float(np.sign(w))
+        if sign != held_sign:
+            latch = 0.0
+            held_sign = sign
+        if latch and sign == latch:
+            w = 0.0
+        equity = cash + units * price
+        new = w * equity / price
+        for _ in range(200):  # u1 * p = w * (E - rate * |u1 - u0| * p)
+            new = w * (equity - rate * abs(new - units) * price) / price
+        if np.sign(new) != 0 and np.sign(new) != np.sign(units):
+            entries += 1
+            entry_price = price
+        cash -= (new - units) * price + rate * abs(new - units) * price
+        units = new
+
+    def stop(t: int) -> None:
+        nonlocal cash, units, latch
+        if cfg.stop_loss is None or units == 0:
+            return
+        side = np.sign(units)
+        level = entry_price * (1 - side * cfg.stop_loss)
+        if (side > 0 and lo[t] <= level) or (side < 0 and h[t] >= level):
+            price = min(o[t], level) if side > 0 else max(o[t], level)
+            cash += units * price - rate * abs(units) * price
+            units = 0.0
+            latch = side
+
+    last_w = 0.0
+    for t in range(len(c)):
+        if cfg.fill == "next_open":
+            w = weights[t - 1] if t > 0 else 0.0
+            if w != last_w:
+                fill(w, o[t])
+                last_w = w
+            stop(t)
+        else:
+            stop(t)
+            if weights[t] != last_w:
+                fill(weights[t], c[t])
+                last_w = weights[t]
+        out[t] = cash + units * c[t]
+    return out, entries
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+@pytest.mark.parametrize("short", [False, True])
+@pytest.mark.parametrize("stop_loss", [None, 0.03])
+def test_engine_matches_bar_by_bar_reference(fill: str, short: bool, stop_loss: float | None) -> None:
+    candles = make_candles(400, seed=1)
+    rng = np.random.default_rng(2)
+    # persistent random targets in {-1, -0.5, 0, 0.5, 1}, changing about every 8 bars
+    changes = rng.random(400) < 0.12
+    levels = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=400)
+    target = levels[np.maximum.accumulate(np.where(changes, np.arange(400), 0))]
+    cfg = BacktestConfig(fill=fill, allow_short=short, stop_loss=stop_loss)  # type: ignore[arg-type]
+    result = run_backtest(candles, target, cfg)
+    expected, entries = reference(candles, target, cfg)
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), expected, rtol=1e-9)
+    assert result.metrics["n_trades"] == entries
+    assert result.trades["pnl"].sum() == pytest.approx(expected[-1] - cfg.initial_cash, rel=1e-9)
+    if stop_loss is not None:  # the comparison covers stops: several exits are at stop prices
+        at_bar_prices = np.isin(result.trades["exit_price"].to_numpy(), candles.select("open", "close").to_numpy())
+        assert np.count_nonzero(~at_bar_prices) >= 5
+
+
+def test_hand_computed_round_trip() -> None:
+    candles = pl.DataFrame(
+        {
+            "timestamp": [datetime(2024, 1, d, tzinfo=UTC) for d in range(1, 5)],
+            "open": [100.0, 100.0, 110.0, 120.0],
+            "high": [101.0, 112.0, 122.0, 125.0],
+            "low": [99.0, 99.0, 108.0, 118.0],
+            "close": [100.0, 110.0, 121.0, 119.0],
+        }
+    )
+    cfg = BacktestConfig(fee=0.01, slippage=0.0, bars_per_year=365)
+    result = run_backtest(candles, np.array([1.0, 1.0, 0.0, 0.0]), cfg)
+    units = 10_000 / (100 * 1.01)  # buy at bar 1's open: notional + 1% fee = all the equity
+    exit_cash = units * 120 * 0.99  # the flat target of bar 2 sells at bar 3's open, minus 1% fee
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), [10_000, units * 110, units * 121, exit_cash])
+    trade = result.trades.row(0, named=True)
+    assert (trade["entry_price"], trade["exit_price"]) == (100.0, 120.0)
+    assert trade["size"] == pytest.approx(units)
+    assert trade["pnl"] == pytest.approx(exit_cash - 10_000)
+    assert trade["return"] == pytest.approx((exit_cash - 10_000) / (units * 100))
+    assert not trade["is_open"]
+    assert result.equity["position"].to_list() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_fill_at_close_and_no_look_ahead() -> None:
+    candles = make_candles(50, seed=3)
+    target = np.zeros(50)
+    target[20:30] = 1.0
+    nxt = run_backtest(candles, target, BacktestConfig(fill="next_open"))
+    now = run_backtest(candles, target, BacktestConfig(fill="close"))
+    assert nxt.equity["position"].to_numpy()[20] == 0 and nxt.equity["position"].to_numpy()[21] == 1
+    assert now.equity["position"].to_numpy()[20] == 1
+    assert nxt.trades["entry_price"][0] == candles["open"][21]
+    assert now.trades["entry_price"][0] == candles["close"][20]
+    # the past is unaffected by changing the future
+    future = candles.with_columns(
+        pl.when(pl.int_range(pl.len()) > 25).then(pl.col(c) * 2).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close")
+    )
+    again = run_backtest(future, target, BacktestConfig(fill="next_open"))
+    np.testing.assert_array_equal(again.equity["equity"][:26], nxt.equity["equity"][:26])
+
+
+def test_stop_fills_at_stop_or_gapped_open() -> None:
+    ts = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=i) for i in range(5)]
+    base = {"timestamp": ts, "open": [100.0, 100.0, 99.0, 90.0, 91.0], "close": [100.0, 99.0, 98.0, 91.0, 92.0]}
+    cfg = BacktestConfig(fee=0.0, slippage=0.0, stop_loss=0.05)
+    target = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    touched = pl.DataFrame({**base, "high": [101.0, 101, 100, 92, 93], "low": [99.0, 98, 94, 89, 90]})
+    res = run_backtest(touched, target, cfg)
+    assert res.trades["exit_price"][0] == pytest.approx(95.0)  # 100 * (1 - 5%) touched in bar 2
+    assert res.equity["position"].to_list() == [0.0, 1.0, 0.0, 0.0, 0.0]  # no re-entry: still long signal
+    gapped = pl.DataFrame({**base, "high": [101.0, 101, 100, 92, 93], "low": [99.0, 98, 97, 89, 90]})
+    res = run_backtest(gapped, target, cfg)
+    assert res.trades["exit_price"][0] == 90.0  # opened below the stop in bar 3: filled at that open
+    assert res.metrics["final_equity"] == pytest.approx(10_000 * 0.9)
+
+
+def test_size_multiplier_and_long_only_clip() -> None:
+    candles = make_candles(100, seed=4)
+    target = np.where(np.arange(100) % 30 < 15, 1.0, -1.0)
+    half = run_backtest(candles, target, BacktestConfig(fee=0, slippage=0, size_multiplier=0.5, fill="close"))
+    close = candles["close"].to_numpy()
+    np.testing.assert_allclose(half.equity["equity"][:15], 10_000 * (1 + 0.5 * (close[:15] / close[0] - 1)))
+    assert set(half.equity["position"].to_list()) == {0.5, 0.0}  # shorts are flat unless allowed
+    both = run_backtest(candles, target, BacktestConfig(allow_short=True, fill="close"))
+    assert set(both.equity["position"].to_list()) == {1.0, -1.0}
+
+
+def test_short_ruin_floors_equity_at_zero() -> None:
+    ts = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=i) for i in range(4)]
+    prices = [100.0, 100.0, 250.0, 100.0]
+    candles = pl.DataFrame({"timestamp": ts, "open": prices, "high": prices, "low": prices, "close": prices})
+    res = run_backtest(candles, -np.ones(4), BacktestConfig(allow_short=True, fill="close", fee=0, slippage=0))
+    assert res.equity["equity"].to_list() == [10_000.0, 10_000.0, 0.0, 0.0]
+    assert res.metrics["total_return"] == -1.0
+
+
+def test_metrics_follow_their_formulas() -> None:
+    candles = make_candles(500, seed=5)
+    target = (np.sin(np.arange(500) / 10) > 0).astype(float)
+    res = run_backtest(candles, target, BacktestConfig(bars_per_year=24 * 365))
+    eq = res.equity["equity"].to_numpy()
+    r = eq[1:] / eq[:-1] - 1
+    assert res.metrics["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(24 * 365))
+    assert "std(r, ddof=1)" in SHARPE_FORMULA
+    assert res.metrics["max_drawdown"] == pytest.approx((eq / np.maximum.accumulate(eq) - 1).min())
+    assert res.metrics["total_return"] == pytest.approx(eq[-1] / 10_000 - 1)
+    assert res.metrics["cagr"] == pytest.approx((eq[-1] / 10_000) ** (24 * 365 / 499) - 1)
+    assert res.metrics["exposure"] == pytest.approx(np.mean(res.equity["position"].to_numpy() != 0))
+    pnl = res.trades["pnl"].to_numpy()
+    assert res.metrics["win_rate"] == pytest.approx(np.mean(pnl > 0))
+    assert res.metrics["profit_factor"] == pytest.approx(pnl[pnl > 0].sum() / -pnl[pnl < 0].sum())
+    assert res.metrics["avg_trade"] == pytest.approx(res.trades["return"].mean())
+    assert max_drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == -0.5
+
+
+def test_no_trades_gives_flat_equity_and_nan_ratios() -> None:
+    res = run_backtest(make_candles(30, seed=6), np.zeros(30), BacktestConfig())
+    assert res.metrics["final_equity"] == 10_000 and res.metrics["n_trades"] == 0
+    assert math.isnan(res.metrics["sharpe"]) and math.isnan(res.metrics["win_rate"])
+    assert res.trades.height == 0
+
+
+def test_bars_per_year_inferred_from_timestamps() -> None:
+    hourly = make_candles(1000, seed=7)["timestamp"]
+    assert infer_bars_per_year(hourly) == pytest.approx(365.25 * 24)
+    daily = make_candles(100, seed=7, step=timedelta(days=1))["timestamp"]
+    assert infer_bars_per_year(daily) == pytest.approx(365.25)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fee": -0.1}, "fee and slippage"),
+        ({"fill": "open"}, "fill must be"),
+        ({"stop_loss": 1.5}, "stop_loss"),
+        ({"size_multiplier": 0.0}, "size_multiplier"),
+        ({"initial_cash": 0}, "initial_cash"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BacktestConfig(**kwargs)
+
+
+def test_bad_inputs_are_rejected() -> None:
+    candles = make_candles(20, seed=8)
+    with pytest.raises(ValueError, match="rows"):
+        run_backtest(candles, np.zeros(19))
+    with pytest.raises(ValueError, match="NaN"):
+        run_backtest(candles, np.full(20, np.nan))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        run_backtest(candles, np.full(20, 2.0))
+    with pytest.raises(ValueError, match="missing columns"):
+        run_backtest(candles.drop("low"), np.zeros(20))
+    with pytest.raises(ValueError, match="'close' must be finite and > 0"):
+        run_backtest(candles.with_columns(close=pl.lit(-1.0)), np.zeros(20))
+    with pytest.raises(ValueError, match="increasing"):
+        run_backtest(candles.reverse(), np.zeros(20))
