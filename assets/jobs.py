@@ -2,10 +2,11 @@
 
 import dagster as dg
 
+from assets.features import lead_lag_report, pair_features
 from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
-from assets.partitions import daily_partitions, pair_day_partitions, repo_day_partitions
+from assets.partitions import daily_partitions, pair_day_partitions, pair_partitions, repo_day_partitions
 
 market_ingest_job = dg.define_asset_job(
     "market_ingest",
@@ -26,4 +27,11 @@ moat_ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(moat_records),
     partitions_def=daily_partitions,
     description="Ingest one day of moat records and run its blocking quality checks.",
+)
+
+features_job = dg.define_asset_job(
+    "features",
+    selection=dg.AssetSelection.assets(pair_features, lead_lag_report),
+    partitions_def=pair_partitions,
+    description="Rebuild one pair's feature table (with its blocking checks) and its lead-lag report.",
 )

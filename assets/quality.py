@@ -12,12 +12,14 @@ import dagster as dg
 import polars as pl
 
 from assets.batch import run_partition_keys
+from assets.features import pair_features
 from assets.github import activity_parts, github_activity
 from assets.market import ohlcv_candles, ohlcv_parts
 from assets.moat import moat_parts, moat_records
 from assets.partitions import pair_day, repo_day
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.quality.activity import COUNT_COLUMNS, validate_activity_gx, validate_moat_gx
+from cyber_pipelines.quality.features import validate_features_gx
 from cyber_pipelines.quality.gx import ExpectationOutcome, SuiteReport
 from cyber_pipelines.quality.ranges import merge_reports, validate_ohlcv_days_gx
 from cyber_pipelines.resources import StorageResource
@@ -64,7 +66,7 @@ def gx_checks(
     table: str,
     parts_of: Callable[[str], tuple[str, ...]],
     groups: Sequence[Group],
-    validate: Callable[[dict[str, pl.DataFrame]], SuiteReport],
+    validate: Callable[[dict[str, pl.DataFrame], TableStore, str], SuiteReport],
 ) -> dg.AssetChecksDefinition:
     """A multi-asset check running GX on the run's stored partitions of ``asset``, one check per group."""
     specs = [dg.AssetCheckSpec(g, asset=asset, blocking=True, description=d) for g, d, _ in groups]
@@ -73,8 +75,9 @@ def gx_checks(
         specs=specs, name=name, description=f"Great Expectations suite on {asset.key.to_user_string()}"
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> Iterator[dg.AssetCheckResult]:
-        frames, source = stored_frames(context, asset.key, storage.store(), table, parts_of)
-        report = validate(frames)
+        store = storage.store()
+        frames, source = stored_frames(context, asset.key, store, table, parts_of)
+        report = validate(frames, store, source)
         buckets: dict[str, list[ExpectationOutcome]] = {g: [] for g, _, _ in groups}
         for outcome in report.results:
             group = next(g for g, _, match in groups if match(outcome))
@@ -101,7 +104,7 @@ def gx_checks(
     return _check
 
 
-def _ohlcv(frames: dict[str, pl.DataFrame]) -> SuiteReport:
+def _ohlcv(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
     by_pair: dict[str, list[str]] = {}
     for key in frames:
         by_pair.setdefault(pair_day(key)[0], []).append(key)
@@ -148,11 +151,11 @@ ohlcv_quality_checks = gx_checks(
 )
 
 
-def _activity(frames: dict[str, pl.DataFrame]) -> SuiteReport:
+def _activity(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
     return validate_activity_gx(pl.concat(frames.values()), [repo_day(key) for key in frames])
 
 
-def _moat(frames: dict[str, pl.DataFrame]) -> SuiteReport:
+def _moat(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
     return validate_moat_gx(pl.concat(frames.values()), [date.fromisoformat(key) for key in frames])
 
 
@@ -188,4 +191,40 @@ moat_quality_checks = gx_checks(
         ("moat_values_in_range", "Finite values, timestamps inside the day", _any),
     ],
     _moat,
+)
+
+
+def _features(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
+    return merge_reports(
+        "features",
+        (
+            validate_features_gx(frame, store.scan(source, "ohlcv", pair_key).select(pl.len()).collect().item())
+            for pair_key, frame in frames.items()
+        ),
+    )
+
+
+features_quality_checks = gx_checks(
+    pair_features,
+    "features_quality",
+    "features",
+    lambda key: (key,),
+    [
+        (
+            "features_row_count",
+            "One row per stored candle, unique increasing timestamps",
+            _is(
+                "expect_table_row_count_to_equal",
+                "expect_column_values_to_be_unique",
+                "expect_column_values_to_be_increasing",
+            ),
+        ),
+        (
+            "features_no_nan_after_warmup",
+            "No NaN or null in any indicator after the warm-up bars",
+            _is("expect_column_values_to_not_be_null"),
+        ),
+        ("features_bounds", "RSI in [0, 100] and Bollinger bands ordered", _any),
+    ],
+    _features,
 )

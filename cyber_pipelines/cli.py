@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from cyber_pipelines.keys import normalize_pair, pair_to_key
-from cyber_pipelines.storage import MARKET_SOURCES
+from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES
 
 
 def _day(text: str) -> date:
@@ -33,14 +34,32 @@ def _pairs(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from cyber_pipelines.orchestrate import ingest_market
+def _repos(text: str) -> list[str]:
+    from cyber_pipelines.github.activity import repo_to_key
 
-    if args.source not in MARKET_SOURCES:
-        raise SystemExit(f"error: --source must be one of {MARKET_SOURCES} (github: with --repos)")
-    if not args.pairs:
-        raise SystemExit("error: --pairs is required for market sources")
-    outcomes = ingest_market(args.pairs, _days(args.start, args.end), args.source)
+    repos = [r.strip() for r in text.split(",") if r.strip()]
+    try:
+        for repo in repos:
+            repo_to_key(repo)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return repos
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from cyber_pipelines.orchestrate import ingest_github, ingest_market
+
+    days = _days(args.start, args.end)
+    if args.repos:
+        if args.source not in GITHUB_SOURCES:
+            raise SystemExit(f"error: with --repos, --source must be one of {GITHUB_SOURCES}")
+        outcomes = ingest_github(args.repos, days, args.source)
+    else:
+        if args.source not in MARKET_SOURCES:
+            raise SystemExit(f"error: --source must be one of {MARKET_SOURCES}, or github with --repos")
+        if not args.pairs:
+            raise SystemExit("error: --pairs is required for market sources (or --repos for GitHub activity)")
+        outcomes = ingest_market(args.pairs, days, args.source)
     failed = [o for o in outcomes if not o.success]
     for o in outcomes:
         print(f"{'ok  ' if o.success else 'FAIL'} {o.partition}  run {o.run_id[:8]}  {o.message}")
@@ -58,29 +77,88 @@ def _write_table(df: pl.DataFrame, out: Path) -> None:
         raise SystemExit(f"error: --out must end in .csv or .parquet, got {out.name!r}")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _export_days(args: argparse.Namespace, table: str, key: str, label: str) -> int:
+    """Write the stored day partitions ``<source>/<table>/<key>/<day>`` of the date range to ``--out``."""
     from cyber_pipelines import config
     from cyber_pipelines.storage import TableStore
 
+    if args.out.suffix not in (".csv", ".parquet"):
+        raise SystemExit(f"error: --out must end in .csv or .parquet, got {args.out.name!r}")
     store = TableStore(config.data_dir())
-    key = pair_to_key(args.pair)
     frames, missing = [], []
     for day in _days(args.start, args.end):
-        if store.exists(args.source, "ohlcv", key, day.isoformat()):
-            frames.append(store.read(args.source, "ohlcv", key, day.isoformat()))
+        if store.exists(args.source, table, key, day.isoformat()):
+            frames.append(store.read(args.source, table, key, day.isoformat()))
         else:
             missing.append(day.isoformat())
     if not frames:
         print(
-            f"error: nothing stored for {args.pair} from source {args.source!r} in {args.start}..{args.end}",
+            f"error: nothing stored for {label} from source {args.source!r} in {args.start}..{args.end}",
             file=sys.stderr,
         )
         return 2
-    table = pl.concat(frames).sort("timestamp")
-    _write_table(table, args.out)
+    stored = pl.concat(frames).sort("timestamp")
+    _write_table(stored, args.out)
     if missing:
         print(f"warning: {len(missing)} day(s) not stored: {', '.join(missing[:10])}", file=sys.stderr)
-    print(f"wrote {table.height} rows of {args.pair} ({args.source}) to {args.out}")
+    print(f"wrote {stored.height} rows of {label} ({args.source}) to {args.out}")
+    return 0
+
+
+def cmd_export_ohlcv(args: argparse.Namespace) -> int:
+    return _export_days(args, "ohlcv", pair_to_key(args.pair), args.pair)
+
+
+def cmd_export_github(args: argparse.Namespace) -> int:
+    from cyber_pipelines.github.activity import repo_to_key
+
+    args.source = args.source or os.environ.get("CYBER_GITHUB_SOURCE") or "synthetic"
+    return _export_days(args, "github_activity", repo_to_key(args.repo), args.repo)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from cyber_pipelines.features.ohlcv_csv import compute_features_file
+    from cyber_pipelines.market.schema import OhlcvError
+
+    try:
+        table = compute_features_file(args.input, args.output)
+    except (OhlcvError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {table.height} rows x {len(table.columns)} columns of features to {args.output}")
+    return 0
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--param takes NAME=NUMBER, got {text!r}") from None
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import json
+
+    from cyber_pipelines.backtest import backtest_csv
+    from cyber_pipelines.market.schema import OhlcvError
+
+    try:
+        result = backtest_csv(
+            args.data, args.strategy, dict(args.param), fee=args.fee, slippage=args.slippage, fill=args.fill
+        )
+    except (OhlcvError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
     return 0
 
 
@@ -94,11 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyber-pipelines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser(
-        "ingest", help="materialize OHLCV partitions through Dagster (runs show in the UI)"
-    )
-    ingest.add_argument("--source", required=True, help="synthetic | ccxt | landing")
+    ingest = sub.add_parser("ingest", help="materialize OHLCV partitions through Dagster (runs show in the UI)")
+    ingest.add_argument("--source", required=True, help="synthetic | ccxt | landing; with --repos: synthetic | github")
     ingest.add_argument("--pairs", type=_pairs, help="comma-separated, e.g. BTC/USD,ETH/USD")
+    ingest.add_argument("--repos", type=_repos, help="GitHub activity instead: owner/name,...")
     ingest.add_argument("--start", type=_day, required=True)
     ingest.add_argument("--end", type=_day, required=True)
     ingest.set_defaults(func=cmd_ingest)
@@ -111,7 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     ohlcv.add_argument("--start", type=_day, required=True)
     ohlcv.add_argument("--end", type=_day, required=True)
     ohlcv.add_argument("--out", type=Path, required=True)
-    ohlcv.set_defaults(func=cmd_export)
+    ohlcv.set_defaults(func=cmd_export_ohlcv)
+    activity = export_sub.add_parser("github-activity", help="stored GitHub activity of one repo")
+    activity.add_argument("--source", choices=GITHUB_SOURCES, help="default: CYBER_GITHUB_SOURCE or synthetic")
+    activity.add_argument("--repo", type=lambda r: _repos(r)[0], required=True, help="owner/name")
+    activity.add_argument("--start", type=_day, required=True)
+    activity.add_argument("--end", type=_day, required=True)
+    activity.add_argument("--out", type=Path, required=True)
+    activity.set_defaults(func=cmd_export_github)
+
+    features = sub.add_parser("features", help="compute the indicator features of any OHLCV CSV")
+    features.add_argument("--input", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
+    features.add_argument("--output", type=Path, required=True, help="FILE.parquet or FILE.csv")
+    features.set_defaults(func=cmd_features)
+
+    backtest = sub.add_parser("backtest", help="backtest a strategy on any OHLCV CSV")
+    backtest.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
+    backtest.add_argument("--strategy", required=True, help="sma_cross | rule_of_three | cross_moat")
+    backtest.add_argument("--param", type=_param, action="append", default=[], help="NAME=VALUE, repeatable")
+    backtest.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
+    backtest.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")
+    backtest.add_argument("--fill", choices=("next_open", "close"), default="next_open")
+    backtest.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    backtest.set_defaults(func=cmd_backtest)
 
     demo = sub.add_parser("demo", help="materialize the whole pipeline offline on the synthetic source")
     demo.add_argument("--days", type=int, default=None, help="days of data (default from the demo settings)")

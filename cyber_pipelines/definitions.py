@@ -4,21 +4,30 @@ import os
 
 import dagster as dg
 
+from assets.features import lead_lag_report, pair_features
 from assets.github import github_activity
-from assets.jobs import github_ingest_job, market_ingest_job, moat_ingest_job
+from assets.jobs import features_job, github_ingest_job, market_ingest_job, moat_ingest_job
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
-from assets.quality import github_quality_checks, moat_quality_checks, ohlcv_quality_checks
+from assets.quality import features_quality_checks, github_quality_checks, moat_quality_checks, ohlcv_quality_checks
 from cyber_pipelines.resources import GitHubResource, MarketDataResource, StorageResource
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
 from sensors.partitions import config_partitions_sensor
 
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Declarative automation: features, lead-lag and backtests follow new, checked upstream data.",
+)
+
 defs = dg.Definitions(
-    assets=[ohlcv_candles, github_activity, moat_records],
-    asset_checks=[ohlcv_quality_checks, github_quality_checks, moat_quality_checks],
-    jobs=[market_ingest_job, github_ingest_job, moat_ingest_job],
-    sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor],
+    assets=[ohlcv_candles, github_activity, moat_records, pair_features, lead_lag_report],
+    asset_checks=[ohlcv_quality_checks, github_quality_checks, moat_quality_checks, features_quality_checks],
+    jobs=[market_ingest_job, github_ingest_job, moat_ingest_job, features_job],
+    sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor, automation_sensor],
     resources={
         "market": MarketDataResource(),
         "storage": StorageResource(),

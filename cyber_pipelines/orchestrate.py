@@ -35,9 +35,7 @@ def _summarize(result: dg.ExecuteInProcessResult) -> str:
             reasons.append(f"check {evaluation.check_name} failed")
     if reasons:
         return "; ".join(dict.fromkeys(reasons))
-    materializations = [
-        e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
-    ]
+    materializations = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()]
     if not materializations or "rows" not in materializations[0].metadata:
         return "ok"
     # A range run records one materialization per partition, all with the run's metadata.
@@ -122,13 +120,19 @@ def ingest_github(
     return execute_ranges("github_ingest", ranges, run_config, instance)
 
 
-def ingest_moat(
-    days: Sequence[date], source: str, instance: dg.DagsterInstance | None = None
-) -> list[RunOutcome]:
+def ingest_moat(days: Sequence[date], source: str, instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
     """Materialize ``moat_records`` (and its checks) for every day from ``source``."""
     _check_days(days)
     run_config = {"ops": {"moat_records": {"config": {"source": source}}}}
     return execute_ranges("moat_ingest", [(min(days).isoformat(), max(days).isoformat())], run_config, instance)
+
+
+def build_features(pairs: Sequence[str], source: str, instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
+    """Materialize each pair's feature table (with its checks) and lead-lag report, one run per pair."""
+    instance = instance or get_instance()
+    keys = _ensure_partitions(instance, "pairs", [pair_to_key(p) for p in pairs])
+    run_config = {"ops": {name: {"config": {"source": source}} for name in ("pair_features", "lead_lag_report")}}
+    return execute_ranges("features", [(k, k) for k in keys], run_config, instance)
 
 
 def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int:
@@ -146,6 +150,7 @@ def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int
         ("market", lambda: ingest_market(pairs, window, "synthetic", instance)),
         ("github", lambda: ingest_github(list(settings.repos), window, "synthetic", instance)),
         ("moat", lambda: ingest_moat(window, "synthetic", instance)),
+        ("features", lambda: build_features(pairs, "synthetic", instance)),
     ]
     failed = 0
     for name, step in layers:
@@ -153,9 +158,7 @@ def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int
         outcomes = step()
         bad = [o for o in outcomes if not o.success]
         failed += len(bad)
-        print(
-            f"  {name:<10} {len(outcomes) - len(bad)}/{len(outcomes)} runs ok in {time.perf_counter() - began:.1f} s"
-        )
+        print(f"  {name:<10} {len(outcomes) - len(bad)}/{len(outcomes)} runs ok in {time.perf_counter() - began:.1f} s")
         for o in bad[:5]:
             print(f"    FAIL {o.partition}: {o.message}")
     print("browse it: make ui  ->  http://127.0.0.1:3000")

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from cyber_pipelines import config
-from cyber_pipelines.storage import MARKET_SOURCES, TableStore
+from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, TableStore
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -72,9 +72,6 @@ class MarketDataResource(dg.ConfigurableResource):
         return fetch_ohlcv_range(exchange, pair, start, start + timedelta(days=1))
 
 
-GITHUB_SOURCES = ("synthetic", "github")
-
-
 class GitHubResource(dg.ConfigurableResource):
     """Repository activity per UTC day from the GitHub API (PyGithub) or the synthetic simulator."""
 
@@ -99,9 +96,7 @@ class GitHubResource(dg.ConfigurableResource):
             synth = settings.synthetic
             assets = load_repo_map().get(repo)
             if not assets:
-                raise ValueError(
-                    f"{repo} is not in the pipeline config's repos; synthetic activity needs its assets"
-                )
+                raise ValueError(f"{repo} is not in the pipeline config's repos; synthetic activity needs its assets")
             commits = simulate_commits(
                 repo, assets, day, seed=synth.seed, origin=settings.start_date, lag_hours=synth.lag_hours
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 MARKET_SOURCES = ("synthetic", "ccxt", "landing")
+GITHUB_SOURCES = ("synthetic", "github")
 
 
 def content_hash(df: pl.DataFrame) -> str:

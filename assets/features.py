@@ -1,0 +1,160 @@
+"""Feature layer: per-pair indicator + point-in-time cross-source tables, and the lead-lag report."""
+
+import base64
+from datetime import timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from assets.github import github_activity
+from assets.market import ohlcv_candles
+from assets.moat import moat_records
+from assets.partitions import pair_partitions
+from cyber_pipelines.features.cross_source import CROSS_SOURCE_COLUMNS, build_feature_table
+from cyber_pipelines.features.indicators import WARMUP_BARS
+from cyber_pipelines.features.inputs import PairInputs, load_pair_inputs
+from cyber_pipelines.features.leadlag import lead_lag_for_pair, leadlag_markdown, leadlag_plot_png
+from cyber_pipelines.keys import key_to_pair, pair_base, pair_to_key
+from cyber_pipelines.report import markdown_table
+from cyber_pipelines.resources import MarketDataResource, StorageResource
+from cyber_pipelines.storage import TableStore, content_hash
+
+FEATURES_CODE_VERSION = "features-1"
+LEADLAG_CODE_VERSION = "leadlag-1"
+
+# Run when upstream data changed and no upstream blocking check failed. Not eager(): the upstream
+# partitions span every day since the start date, most of which a research instance never fills.
+DEPS_UPDATED_AND_CHECKED = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("deps_updated_and_blocking_checks_passed")
+
+PER_PAIR_DEPS = [
+    dg.AssetDep(
+        ohlcv_candles, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="pair")
+    ),
+    dg.AssetDep(github_activity, partition_mapping=dg.AllPartitionMapping()),
+    dg.AssetDep(moat_records, partition_mapping=dg.AllPartitionMapping()),
+]
+
+
+class FeatureConfig(dg.Config):
+    source: str = Field(default="", description="market source of the candles; empty: CYBER_MARKET_SOURCE")
+    publication_lag_hours: float = Field(
+        default=1.0, ge=0, description="hours after which GitHub/moat data is known to the features"
+    )
+
+
+def _load(context: dg.AssetExecutionContext, market: MarketDataResource, store: TableStore, source: str) -> PairInputs:
+    pair = key_to_pair(context.partition_key)
+    try:
+        inputs = load_pair_inputs(store, market.resolve_source(source or None), pair)
+    except FileNotFoundError as exc:
+        raise dg.Failure(f"no stored candles for {pair}: materialize ohlcv_candles first ({exc})") from exc
+    if inputs.repos_missing:
+        context.log.warning(f"{pair}: no stored {inputs.github_source} activity for {', '.join(inputs.repos_missing)}")
+    return inputs
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+@dg.asset(
+    partitions_def=pair_partitions,
+    deps=PER_PAIR_DEPS,
+    group_name="features",
+    kinds={"polars", "parquet"},
+    code_version=FEATURES_CODE_VERSION,
+    automation_condition=DEPS_UPDATED_AND_CHECKED,
+    description=(
+        "One pair's feature table over every stored day: RSI (Wilder 14), MACD 12/26/9, Bollinger 20/2, EMAs, "
+        "ATR 14, log returns, realized volatility, volume z-score, plus GitHub and moat activity joined as of "
+        "each bar with a publication lag (no look-ahead) and an activity z-score. "
+        "Stored under `<data>/<source>/features/<PAIR>.parquet`."
+    ),
+)
+def pair_features(
+    context: dg.AssetExecutionContext, config: FeatureConfig, market: MarketDataResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    store = storage.store()
+    inputs = _load(context, market, store, config.source)
+    table = build_feature_table(
+        inputs.candles,
+        inputs.activity,
+        inputs.moat,
+        base_asset=pair_base(inputs.pair),
+        publication_lag=timedelta(hours=config.publication_lag_hours),
+        repos=inputs.repos,
+    )
+    path = store.write(table, inputs.market_source, "features", pair_to_key(inputs.pair))
+    version = content_hash(table)
+    last = table.tail(1).row(0, named=True)
+    latest = {k: last[k] for k in ("rsi_14", "macd_hist", "realized_vol_24", "activity_score") if k in last}
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "source": inputs.market_source,
+            "activity_source": inputs.github_source,
+            "moat_source": inputs.moat_source,
+            "rows": table.height,
+            "candle_rows": inputs.candles.height,
+            "warmup_bars": WARMUP_BARS,
+            "columns": len(table.columns),
+            "first_timestamp": str(table["timestamp"].min()),
+            "last_timestamp": str(table["timestamp"].max()),
+            "repos": ", ".join(inputs.repos) or "none",
+            "activity_hours_with_commits": int((table["gh_commits"] > 0).sum()),
+            "bursts_score_over_3": int((table["activity_score"] > 3).sum()),
+            **{f"latest_{k}": float(v) for k, v in latest.items() if v is not None},
+            "preview": dg.MetadataValue.md(
+                markdown_table(table.select("timestamp", "close", "rsi_14", "macd_hist", *CROSS_SOURCE_COLUMNS).tail(8))
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+            "content_hash": version,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=pair_partitions,
+    deps=PER_PAIR_DEPS,
+    group_name="features",
+    kinds={"numpy", "polars"},
+    code_version=LEADLAG_CODE_VERSION,
+    automation_condition=DEPS_UPDATED_AND_CHECKED,
+    description=(
+        "Does GitHub activity lead the pair's volatility? Correlation of hourly commits (repos that inform the "
+        "pair's base asset) with future hourly volatility at lags 0..48 h; p-values from 24-hour block "
+        "permutations with a max-|corr| family-wise correction over all lags."
+    ),
+)
+def lead_lag_report(
+    context: dg.AssetExecutionContext, config: FeatureConfig, market: MarketDataResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    store = storage.store()
+    inputs = _load(context, market, store, config.source)
+    if not inputs.repos or inputs.activity.is_empty():
+        why = "no repo in the pipeline config informs" if not inputs.repos else "no stored activity for"
+        return dg.MaterializeResult(
+            metadata={"source": inputs.market_source, "status": f"not applicable: {why} {pair_base(inputs.pair)}"}
+        )
+    result = lead_lag_for_pair(inputs.candles, inputs.activity, repos=inputs.repos)
+    table = result.table()
+    path = store.write(table, inputs.market_source, "leadlag", pair_to_key(inputs.pair))
+    return dg.MaterializeResult(
+        metadata={
+            "source": inputs.market_source,
+            "status": "significant" if result.significant else "not significant",
+            "best_lag_hours": int(result.best_lag),
+            "best_corr": float(result.best_corr),
+            "best_p_adjusted": float(result.best_p),
+            "significant": bool(result.significant),
+            "n_obs": int(result.n_obs),
+            "report": dg.MetadataValue.md(leadlag_markdown(result)),
+            "plot": png_markdown(leadlag_plot_png(result), "lead-lag correlation by lag"),
+            "path": dg.MetadataValue.path(str(path)),
+        },
+    )
