@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*(beta|preview|superseded).*")  # Dagster API-stability notes
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -248,9 +248,7 @@ def run_backtest(
     metrics = all_metrics(
         equity, position, pnl, trades["return"].to_numpy(), np.zeros(pnl.size, dtype=np.int64), e0, bpy
     )
-    curve = pl.DataFrame(
-        {"timestamp": ohlc.timestamp, "equity": equity, "position": position, "units": units}
-    )
+    curve = pl.DataFrame({"timestamp": ohlc.timestamp, "equity": equity, "position": position, "units": units})
     return BacktestResult(
         equity=curve,
         trades=trades,

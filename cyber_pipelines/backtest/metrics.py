@@ -96,9 +96,7 @@ def equity_metrics(
     }
 
 
-def trade_metrics(
-    pnl: np.ndarray, returns: np.ndarray, run: np.ndarray, n_runs: int
-) -> dict[str, np.ndarray]:
+def trade_metrics(pnl: np.ndarray, returns: np.ndarray, run: np.ndarray, n_runs: int) -> dict[str, np.ndarray]:
     """Trade-based metrics per run from flat trade arrays (``run`` is each trade's column index)."""
     count = np.bincount(run, minlength=n_runs).astype(float)
     wins = np.bincount(run, weights=(pnl > 0).astype(float), minlength=n_runs)

@@ -83,9 +83,7 @@ def rsi_vote(features: pl.DataFrame) -> Vote:
 def macd_vote(features: pl.DataFrame) -> Vote:
     (hist,) = _columns(features, ["macd_hist"], "MACD vote")
     std = (
-        features.select(
-            pl.col("macd_hist").cast(pl.Float64).rolling_std(MACD_STD_WINDOW, min_samples=20).shift(1)
-        )
+        features.select(pl.col("macd_hist").cast(pl.Float64).rolling_std(MACD_STD_WINDOW, min_samples=20).shift(1))
         .to_series()
         .to_numpy()
     )
@@ -109,9 +107,7 @@ def activity_vote(features: pl.DataFrame, window: int, weight: float, delay: int
     return _vote(np.where(recent > 0, 1.0, 0.0), recent / ACTIVITY_FULL_Z, weight)
 
 
-def consensus(
-    votes: Sequence[Vote], quorum: float, enter_confidence: float, exit_confidence: float
-) -> np.ndarray:
+def consensus(votes: Sequence[Vote], quorum: float, enter_confidence: float, exit_confidence: float) -> np.ndarray:
     """Hysteresis consensus of weighted votes -> positions in {-1, 0, 1} (vectorized; see module doc)."""
     if not 0 <= exit_confidence <= enter_confidence <= 1:
         raise ValueError(
@@ -204,9 +200,7 @@ class CrossMoat(RuleOfThree):
         return [*super().votes(features), activity]
 
 
-def run_strategy(
-    strategy: Strategy, features: pl.DataFrame, config: BacktestConfig | None = None
-) -> BacktestResult:
+def run_strategy(strategy: Strategy, features: pl.DataFrame, config: BacktestConfig | None = None) -> BacktestResult:
     """In-sample run of a rule-based strategy over the whole table (fitted ones: ``walk_forward``)."""
     return run_backtest(features, strategy.positions(features), config, name=strategy.name)
 

@@ -103,8 +103,7 @@ def backtest_grid(
     weights = executed_weights(targets, n, config)
     fill_price = open_ if config.fill == "next_open" else close
     parts = [
-        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], config.cost_rate, config.initial_cash,
-                    bars_per_year)
+        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], config.cost_rate, config.initial_cash, bars_per_year)
         for i in range(0, weights.shape[1], _CHUNK)
     ]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}

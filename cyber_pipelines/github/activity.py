@@ -66,9 +66,7 @@ def load_repo_map(settings_path: str | None = None) -> dict[str, list[str]]:
 def validate_repo_map(raw: object) -> dict[str, list[str]]:
     """Check a ``repos`` mapping: valid repo names, unique ignoring case, non-empty upper-case symbols."""
     if not isinstance(raw, dict):
-        raise ValueError(
-            f"'repos' must be a mapping of owner/name to asset symbols, got {type(raw).__name__}"
-        )
+        raise ValueError(f"'repos' must be a mapping of owner/name to asset symbols, got {type(raw).__name__}")
     out: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
     for repo, symbols in raw.items():
@@ -77,9 +75,7 @@ def validate_repo_map(raw: object) -> dict[str, list[str]]:
             raise ValueError(f"repos: {repo!r} repeats {seen[str(repo).lower()]!r} (GitHub ignores case)")
         seen[str(repo).lower()] = str(repo)
         if isinstance(symbols, str) or not isinstance(symbols, list | tuple) or not symbols:
-            raise ValueError(
-                f"repos: {repo!r} must map to a non-empty list of asset symbols, got {symbols!r}"
-            )
+            raise ValueError(f"repos: {repo!r} must map to a non-empty list of asset symbols, got {symbols!r}")
         norm = [str(s).strip().upper() for s in symbols]
         bad = [s for s in norm if not _SYMBOL.match(s)]
         if bad:
@@ -111,16 +107,12 @@ def build_activity(
     )
     outside = log.filter((pl.col("timestamp") < start) | (pl.col("timestamp") >= end))
     if outside.height:
-        raise ValueError(
-            f"{repo}: {outside.height} commits fall outside {day} UTC, first at {outside['timestamp'][0]}"
-        )
+        raise ValueError(f"{repo}: {outside.height} commits fall outside {day} UTC, first at {outside['timestamp'][0]}")
     hourly = log.group_by(pl.col("timestamp").dt.truncate("1h")).agg(
         commits=pl.len().cast(pl.Int64), authors=pl.col("author").n_unique().cast(pl.Int64)
     )
     contributors = log["author"].n_unique()
-    hours = pl.DataFrame(
-        {"timestamp": pl.datetime_range(start, end, "1h", closed="left", time_unit="us", eager=True)}
-    )
+    hours = pl.DataFrame({"timestamp": pl.datetime_range(start, end, "1h", closed="left", time_unit="us", eager=True)})
     return (
         hours.join(hourly, on="timestamp", how="left")
         .with_columns(

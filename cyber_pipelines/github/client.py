@@ -211,9 +211,7 @@ def _translate(exc: Exception, repo: str, token: str | None) -> Exception:
             return GitHubPermanentError(f"{text} (check GITHUB_TOKEN)")
         return GitHubPermanentError(text)
     if isinstance(exc, requests.RequestException):
-        return GitHubTransientError(
-            f"network error for {repo}: {type(exc).__name__}: {_redact(str(exc), token)}"
-        )
+        return GitHubTransientError(f"network error for {repo}: {type(exc).__name__}: {_redact(str(exc), token)}")
     return GitHubPermanentError(f"unexpected answer from GitHub for {repo}: {type(exc).__name__}")
 
 

@@ -233,9 +233,7 @@ def _call(
         raise _permanent(exc, subject, what, pair, secrets) from None
 
 
-def _permanent(
-    exc: Exception, subject: str, what: str, pair: str | None, secrets: list[str]
-) -> PermanentExchangeError:
+def _permanent(exc: Exception, subject: str, what: str, pair: str | None, secrets: list[str]) -> PermanentExchangeError:
     detail = _describe(exc, secrets)
     if pair and (isinstance(exc, ccxt.BadSymbol) or "Unknown asset pair" in str(exc)):
         return UnknownPairError(f"unknown pair {pair} on {subject.split()[0]}: {what} refused ({detail})")

@@ -61,9 +61,7 @@ def parse_moat_file(path: Path) -> pl.DataFrame:
         _check_name(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
-            raise MoatFileError(
-                f"unknown extension {path.suffix!r} for a moat file; expected .csv or .parquet"
-            )
+            raise MoatFileError(f"unknown extension {path.suffix!r} for a moat file; expected .csv or .parquet")
         data = _read_bytes(path)
     except MoatFileError:
         raise
@@ -140,9 +138,7 @@ def _timestamps(df: pl.DataFrame, first: int, where: str) -> pl.DataFrame:
     ``_given`` keeps the text as written, for error messages."""
     dtype = df["timestamp"].dtype
     if not (dtype == pl.String or dtype == pl.Date or dtype.is_numeric() or isinstance(dtype, pl.Datetime)):
-        raise MoatFileError(
-            f"timestamp column has type {dtype}; expected ISO-8601 text, unix seconds or datetimes"
-        )
+        raise MoatFileError(f"timestamp column has type {dtype}; expected ISO-8601 text, unix seconds or datetimes")
     _fail_at(df, pl.col("timestamp").is_null(), first, where, "a missing timestamp", "timestamp")
     df = df.with_columns(_given=pl.col("timestamp").cast(pl.String))
     ts = df["timestamp"]
@@ -152,18 +148,14 @@ def _timestamps(df: pl.DataFrame, first: int, where: str) -> pl.DataFrame:
         if numbers.null_count():
             parsed = _parse_iso(text)
             bad = df.with_columns(_bad=parsed.is_null())
-            _fail_at(
-                bad, pl.col("_bad"), first, where, "timestamps neither ISO-8601 nor unix seconds", "_given"
-            )
+            _fail_at(bad, pl.col("_bad"), first, where, "timestamps neither ISO-8601 nor unix seconds", "_given")
             return df.with_columns(timestamp=parsed)
         ts = numbers
     if ts.dtype.is_numeric():
         micros = (ts.cast(pl.Float64) * 1e6).round()
         micros = pl.select(pl.when(micros.is_finite()).then(micros)).to_series().cast(pl.Int64, strict=False)
         bad = df.with_columns(_bad=micros.is_null())
-        _fail_at(
-            bad, pl.col("_bad"), first, where, "unix seconds that are not finite or out of range", "_given"
-        )
+        _fail_at(bad, pl.col("_bad"), first, where, "unix seconds that are not finite or out of range", "_given")
         return df.with_columns(timestamp=pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC"))
     if ts.dtype == pl.Date:
         ts = ts.cast(pl.Datetime("us"))
