@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.backtests import backtest_results, strategy_comparison
 from assets.features import lead_lag_report, pair_features
 from assets.github import github_activity
 from assets.market import ohlcv_candles
@@ -34,4 +35,17 @@ features_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(pair_features, lead_lag_report),
     partitions_def=pair_partitions,
     description="Rebuild one pair's feature table (with its blocking checks) and its lead-lag report.",
+)
+
+backtests_job = dg.define_asset_job(
+    "backtests",
+    selection=dg.AssetSelection.assets(backtest_results),
+    partitions_def=pair_partitions,
+    description="Backtest every strategy on one pair's feature table, with significance against the baseline.",
+)
+
+comparison_job = dg.define_asset_job(
+    "strategy_comparison",
+    selection=dg.AssetSelection.assets(strategy_comparison),
+    description="Compare the strategies' equal-weight portfolios across all pairs against the baseline.",
 )

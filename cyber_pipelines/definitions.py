@@ -4,9 +4,17 @@ import os
 
 import dagster as dg
 
+from assets.backtests import backtest_results, strategy_comparison
 from assets.features import lead_lag_report, pair_features
 from assets.github import github_activity
-from assets.jobs import features_job, github_ingest_job, market_ingest_job, moat_ingest_job
+from assets.jobs import (
+    backtests_job,
+    comparison_job,
+    features_job,
+    github_ingest_job,
+    market_ingest_job,
+    moat_ingest_job,
+)
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
 from assets.quality import features_quality_checks, github_quality_checks, moat_quality_checks, ohlcv_quality_checks
@@ -14,6 +22,7 @@ from cyber_pipelines.resources import GitHubResource, MarketDataResource, Storag
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
 from sensors.partitions import config_partitions_sensor
+from sensors.schedules import nightly_schedules
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation",
@@ -24,9 +33,18 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[ohlcv_candles, github_activity, moat_records, pair_features, lead_lag_report],
+    assets=[
+        ohlcv_candles,
+        github_activity,
+        moat_records,
+        pair_features,
+        lead_lag_report,
+        backtest_results,
+        strategy_comparison,
+    ],
     asset_checks=[ohlcv_quality_checks, github_quality_checks, moat_quality_checks, features_quality_checks],
-    jobs=[market_ingest_job, github_ingest_job, moat_ingest_job, features_job],
+    jobs=[market_ingest_job, github_ingest_job, moat_ingest_job, features_job, backtests_job, comparison_job],
+    schedules=nightly_schedules,
     sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor, automation_sensor],
     resources={
         "market": MarketDataResource(),

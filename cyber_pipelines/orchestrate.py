@@ -163,6 +163,29 @@ def leadlag_summary(instance: dg.DagsterInstance, pairs: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def run_backtests(pairs: Sequence[str], instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
+    """Backtest each pair (one run per pair), then compare the strategies across pairs."""
+    instance = instance or get_instance()
+    keys = _ensure_partitions(instance, "pairs", [pair_to_key(p) for p in pairs])
+    outcomes = execute_ranges("backtests", [(k, k) for k in keys], None, instance)
+    return outcomes + execute_unpartitioned("strategy_comparison", instance)
+
+
+def execute_unpartitioned(job_name: str, instance: dg.DagsterInstance) -> list[RunOutcome]:
+    from cyber_pipelines.definitions import defs
+
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False, tags={"cyber/launched_by": "cli"}
+    )
+    return [RunOutcome(job_name, result.success, result.run_id, _summarize(result))]
+
+
+def comparison_summary(instance: dg.DagsterInstance) -> str:
+    meta = _latest_metadata(instance, "strategy_comparison")
+    table = meta.get("comparison") or meta.get("table")
+    return f"strategy comparison (equal-weight portfolio across pairs):\n{table}" if table else ""
+
+
 def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int:
     """Materialize every layer offline on the synthetic source; print timings and a summary."""
     from datetime import timedelta
@@ -179,6 +202,7 @@ def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int
         ("github", lambda: ingest_github(list(settings.repos), window, "synthetic", instance)),
         ("moat", lambda: ingest_moat(window, "synthetic", instance)),
         ("features", lambda: build_features(pairs, "synthetic", instance)),
+        ("backtests", lambda: run_backtests(pairs, instance)),
     ]
     failed = 0
     for name, step in layers:
@@ -190,5 +214,6 @@ def run_demo(days: int | None = None, pairs: Sequence[str] | None = None) -> int
         for o in bad[:5]:
             print(f"    FAIL {o.partition}: {o.message}")
     print(leadlag_summary(instance, pairs))
+    print(comparison_summary(instance))
     print("browse it: make ui  ->  http://127.0.0.1:3000")
     return 1 if failed else 0

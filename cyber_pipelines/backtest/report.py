@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from cyber_pipelines.backtest.engine import BacktestConfig, BacktestResult, infer_bars_per_year, run_backtest
-from cyber_pipelines.backtest.metrics import SHARPE_FORMULA, bar_returns, equity_metrics, trade_metrics
+from cyber_pipelines.backtest.metrics import METRIC_NAMES, SHARPE_FORMULA, bar_returns, equity_metrics, trade_metrics
 from cyber_pipelines.backtest.significance import SignificanceResult, compare_to_baseline
 from cyber_pipelines.backtest.strategies import CrossMoat, RuleOfThree, SmaCross, Strategy
 from cyber_pipelines.features.indicators import WARMUP_BARS
@@ -106,7 +106,7 @@ def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
 def _significance_from_json(data: Mapping[str, Any]) -> SignificanceResult:
     values = dict(data)
     lo, hi = values.pop("sharpe_diff_ci")
-    kwargs = {
+    kwargs: dict[str, Any] = {
         f.name: (_float(values[f.name]) if f.type in ("float", float) else values[f.name])
         for f in fields(SignificanceResult)
         if f.name in values
@@ -144,7 +144,9 @@ def results_markdown(
                 "trades": str(int(m["n_trades"])),
                 "p vs baseline": f"{sig.p_value:.4f}" if sig else "",
                 "Sharpe diff CI": (
-                    f"{sig.sharpe_diff:+.2f} [{sig.sharpe_diff_ci[0]:+.2f}, {sig.sharpe_diff_ci[1]:+.2f}]" if sig else ""
+                    f"{sig.sharpe_diff:+.2f} [{sig.sharpe_diff_ci[0]:+.2f}, {sig.sharpe_diff_ci[1]:+.2f}]"
+                    if sig
+                    else ""
                 ),
             }
         )
@@ -166,7 +168,7 @@ def numeric_summary(metrics: Metrics, significance: Mapping[str, SignificanceRes
     for name, m in metrics.items():
         for metric in SUMMARY_METRICS:
             if math.isfinite(m[metric]):
-                out[f"{metric}/{name}"] = float(m[metric])
+                out[f"{metric}/{name}"] = int(m[metric]) if metric == "n_trades" else float(m[metric])
     for name, sig in significance.items():
         for key, value in (("p_value", sig.p_value), ("sharpe_diff", sig.sharpe_diff)):
             if math.isfinite(value):
@@ -233,7 +235,11 @@ class PairBacktest:
         if missing:
             raise ValueError(f"equity curves of {data['pair']} lack columns {missing}")
         trades = [
-            {**t, "entry_time": datetime.fromisoformat(t["entry_time"]), "exit_time": datetime.fromisoformat(t["exit_time"])}
+            {
+                **t,
+                "entry_time": datetime.fromisoformat(t["entry_time"]),
+                "exit_time": datetime.fromisoformat(t["exit_time"]),
+            }
             for t in data["trades"]
         ]
         return cls(
@@ -287,8 +293,10 @@ def backtest_pair(
         pl.Series(name, r.equity["equity"]) for name, r in results.items()
     )
     trades = pl.concat(
-        [r.trades.with_columns(strategy=pl.lit(name)).select(pl.col(c).cast(t) for c, t in TRADE_SCHEMA.items())
-         for name, r in results.items()]
+        [
+            r.trades.with_columns(strategy=pl.lit(name)).select(pl.col(c).cast(t) for c, t in TRADE_SCHEMA.items())
+            for name, r in results.items()
+        ]
     )
     return PairBacktest(
         pair=pair,
@@ -321,7 +329,7 @@ class Comparison:
         return list(self.metrics)
 
     def markdown(self) -> str:
-        """Portfolio results, then each pair's Sharpe ratio and p-value per strategy."""
+        """Portfolio results, then each pair's Sharpe ratio per strategy."""
         table = results_markdown(self.metrics, self.significance, self.baseline, self.config)
         wide = self.by_pair.pivot(on="strategy", index="pair", values="sharpe").select("pair", *self.strategies)
         head = f"Equal-weight portfolio of {len(self.pairs)} pair(s): {', '.join(self.pairs)}."
@@ -370,9 +378,7 @@ def _check_compatible(pairs: Mapping[str, PairBacktest]) -> PairBacktest:
     return first
 
 
-def compare_portfolio(
-    pairs: Mapping[str, PairBacktest], *, n_boot: int = N_BOOT, seed: int = 0
-) -> Comparison:
+def compare_portfolio(pairs: Mapping[str, PairBacktest], *, n_boot: int = N_BOOT, seed: int = 0) -> Comparison:
     """Equal-weight portfolio per strategy across ``pairs`` (see the module docstring)."""
     first = _check_compatible(pairs)
     names = first.strategies
@@ -390,6 +396,7 @@ def compare_portfolio(
     returns: dict[str, np.ndarray] = {}
     metrics: Metrics = {}
     curves = pl.DataFrame({"timestamp": ts})
+    all_trades = pl.concat([r.trades for r in pairs.values()]).filter(pl.col("entry_time").is_between(ts[0], ts[-1]))
     for name in names:
         equity = common.select(f"{key}\x1f{name}" for key in pairs).to_numpy()
         port = bar_returns(equity).mean(axis=1)
@@ -397,14 +404,12 @@ def compare_portfolio(
         curve = e0 * np.concatenate([[1.0], np.cumprod(1.0 + port)])
         curves = curves.with_columns(pl.Series(name, curve))
         stats = {k: float(v[0]) for k, v in equity_metrics(curve[:, None], np.zeros((ts.len(), 1)), e0, bpy).items()}
-        trades = pl.concat([r.trades for r in pairs.values()]).filter(
-            (pl.col("strategy") == name) & pl.col("entry_time").is_between(ts[0], ts[-1])
-        )
+        trades = all_trades.filter(pl.col("strategy") == name)
         pnl = trades["pnl"].to_numpy()
         per_trade = trade_metrics(pnl, trades["return"].to_numpy(), np.zeros(pnl.size, dtype=np.int64), 1)
         stats.update({k: float(v[0]) for k, v in per_trade.items()})
         stats["exposure"] = float(np.mean([r.metrics[name]["exposure"] for r in pairs.values()]))
-        metrics[name] = stats
+        metrics[name] = {k: stats[k] for k in METRIC_NAMES}
     significance = {
         name: compare_to_baseline(returns[name], returns[first.baseline], bpy, n_boot=n_boot, seed=seed)
         for name in names
@@ -422,8 +427,13 @@ def compare_portfolio(
             for key, r in pairs.items()
             for name in names
         ],
-        schema={"pair": pl.String, "strategy": pl.String, "total_return": pl.Float64, "sharpe": pl.Float64,
-                "p_value": pl.Float64},
+        schema={
+            "pair": pl.String,
+            "strategy": pl.String,
+            "total_return": pl.Float64,
+            "sharpe": pl.Float64,
+            "p_value": pl.Float64,
+        },
     )
     return Comparison(
         pairs=list(pairs),
@@ -445,18 +455,26 @@ def equity_plot_png(curves: pl.DataFrame, title: str, *, baseline: str | None = 
 
     series = [c for c in curves.columns if c != "timestamp"]
     if "timestamp" not in curves.columns or not series or curves.height < 2:
-        raise ValueError(f"equity curves need a timestamp and at least one equity column over 2+ rows, got {curves.columns}")
-    step = max(1, math.ceil(curves.height / max_points))
-    data = curves.gather_every(step) if step > 1 else curves
-    x = data["timestamp"].dt.replace_time_zone(None).to_numpy() if data["timestamp"].dtype.is_temporal() else None
-    if x is None:
-        raise ValueError(f"curves.timestamp must be temporal, got {data['timestamp'].dtype}")
+        raise ValueError(
+            f"equity curves need a timestamp and at least one equity column over 2+ rows, got {curves.columns}"
+        )
+    if not isinstance(curves["timestamp"].dtype, pl.Datetime):
+        raise ValueError(f"curves.timestamp must be a datetime column, got {curves['timestamp'].dtype}")
+    data = curves.gather_every(max(1, math.ceil(curves.height / max_points)))
+    x = data["timestamp"].dt.replace_time_zone(None).to_numpy()
     fig = Figure(figsize=(8, 3.5), dpi=90)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name in series:
-        style = {"color": "black", "linestyle": "--"} if name == baseline else {}
-        ax.plot(x, data[name].to_numpy(), linewidth=1.2, label=name, **style)  # type: ignore[arg-type]
+        is_base = name == baseline
+        ax.plot(
+            x,
+            data[name].to_numpy(),
+            linewidth=1.2,
+            label=name,
+            color="black" if is_base else None,
+            linestyle="--" if is_base else "-",
+        )
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -1,0 +1,278 @@
+"""Backtest assets on an ephemeral instance, their automation conditions, and the nightly schedules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from assets.backtests import backtest_results, strategy_comparison
+from assets.features import lead_lag_report, pair_features
+from assets.github import github_activity
+from assets.market import ohlcv_candles
+from assets.moat import moat_records
+from cyber_pipelines.config import load_settings
+from cyber_pipelines.features.cross_source import repos_for_asset
+from cyber_pipelines.features.indicators import WARMUP_BARS
+from cyber_pipelines.orchestrate import ingest_github, ingest_market, ingest_moat
+from cyber_pipelines.resources import GitHubResource, MarketDataResource, StorageResource
+from sensors.schedules import nightly_github_schedule, nightly_market_schedule, nightly_moat_schedule
+
+DAYS = 45
+PAIRS = ["ETH-USD", "BTC-USD"]
+STRATEGIES = ["rule_of_three", "cross_moat", "sma_cross_24_96"]
+ETH_REPOS = repos_for_asset("ETH")[:2]  # two of ETH's repos keep the ingest short
+START = load_settings().start_date
+LAST_DAY = START + timedelta(days=DAYS - 1)
+
+
+@dataclass
+class Pipeline:
+    instance: dg.DagsterInstance
+    data: Path
+    results: dict[str, dg.ExecuteInProcessResult]  # pair key -> run of pair_features + backtest_results
+    comparison: dg.ExecuteInProcessResult
+
+    def resources(self) -> dict[str, object]:
+        return {"storage": StorageResource(root=str(self.data)), "market": MarketDataResource()}
+
+
+def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
+    (materialization,) = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """45 synthetic days of candles (2 pairs), GitHub activity and moat records, then features and backtests."""
+    root = tmp_path_factory.mktemp("backtest_assets")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CYBER_DATA_DIR", str(root / "data"))  # the ingest jobs' StorageResource reads it
+        instance = dg.DagsterInstance.ephemeral()
+        days = [START + timedelta(days=i) for i in range(DAYS)]
+        outcomes = [
+            *ingest_market([p.replace("-", "/") for p in PAIRS], days, "synthetic", instance),
+            *ingest_github(ETH_REPOS, days, "synthetic", instance),
+            *ingest_moat(days, "synthetic", instance),
+        ]
+        assert all(o.success for o in outcomes), [o.message for o in outcomes if not o.success]
+        instance.add_dynamic_partitions("pairs", ["SOL-USD"])  # a pair without data or features
+        resources = {"storage": StorageResource(root=str(root / "data")), "market": MarketDataResource()}
+        results = {
+            key: dg.materialize(
+                [pair_features, backtest_results], partition_key=key, instance=instance, resources=resources
+            )
+            for key in PAIRS
+        }
+        comparison = dg.materialize([strategy_comparison], instance=instance, resources=resources)
+        yield Pipeline(instance, root / "data", results, comparison)
+
+
+def test_backtest_results_write_json_and_curves(pipeline: Pipeline) -> None:
+    for key in PAIRS:
+        assert pipeline.results[key].success
+        meta = metadata(pipeline.results[key], "backtest_results")
+        assert meta["source"] == "synthetic" and meta["baseline"] == "rule_of_three"
+        path = Path(meta["json_path"])
+        assert path == pipeline.data / "synthetic" / "backtests" / f"{key}.json"
+        data = json.loads(path.read_text())
+        assert data["pair"] == key and data["strategies"] == STRATEGIES
+        assert data["bars"] == meta["bars"] == DAYS * 24 - WARMUP_BARS  # every stored hour after the warm-up
+        assert data["config"] == {
+            "fee": 0.0026,
+            "slippage": 0.001,
+            "fill": "next_open",
+            "allow_short": False,
+            "stop_loss": None,
+            "size_multiplier": 1.0,
+            "initial_cash": 10000.0,
+            "bars_per_year": None,
+        }
+        assert Path(meta["equity_path"]) == pipeline.data / "synthetic" / "backtest_equity" / f"{key}.parquet"
+        assert Path(meta["equity_path"]).exists()
+
+
+def test_backtest_metadata_is_numeric_and_readable(pipeline: Pipeline) -> None:
+    meta = metadata(pipeline.results["ETH-USD"], "backtest_results")
+    data = json.loads(Path(meta["json_path"]).read_text())
+    for name in STRATEGIES:
+        assert meta[f"sharpe/{name}"] == data["metrics"][name]["sharpe"]
+        assert isinstance(meta[f"total_return/{name}"], float) and isinstance(meta[f"n_trades/{name}"], int)
+    for name in STRATEGIES[1:]:
+        assert meta[f"p_value/{name}"] == data["significance"][name]["p_value"]
+    assert "p_value/rule_of_three" not in meta
+    table = meta["results"]
+    assert table.startswith("| strategy | total_return | CAGR | Sharpe |") and "Sharpe = mean(r)" in table
+    assert meta["equity_curve"].startswith("![equity](data:image/png;base64,iVBORw0KGgo")  # PNG magic
+
+
+def test_comparison_covers_the_pairs_with_results(pipeline: Pipeline) -> None:
+    assert pipeline.comparison.success
+    meta = metadata(pipeline.comparison, "strategy_comparison")
+    assert meta["pairs"] == "BTC-USD, ETH-USD" and meta["pairs_missing"] == "SOL-USD" and meta["n_pairs"] == 2
+    path = Path(meta["json_path"])
+    assert path == pipeline.data / "synthetic" / "backtests" / "comparison.json"
+    data = json.loads(path.read_text())
+    assert data["strategies"] == STRATEGIES and data["pairs"] == ["BTC-USD", "ETH-USD"]
+    for name in STRATEGIES[1:]:
+        assert 0 < meta[f"p_value/{name}"] <= 1
+        assert meta[f"p_value/{name}"] == data["significance"][name]["p_value"]
+    for name in STRATEGIES:
+        assert f"| {name}" in meta["comparison"]
+        pooled = sum(json.loads((path.parent / f"{k}.json").read_text())["metrics"][name]["n_trades"] for k in PAIRS)
+        assert meta[f"n_trades/{name}"] == pooled
+    assert meta["equity_curve"].startswith("![portfolio equity](data:image/png;base64,iVBORw0KGgo")
+
+
+def test_backtest_without_features_fails_with_a_reason(pipeline: Pipeline) -> None:
+    result = dg.materialize(
+        [backtest_results],
+        partition_key="SOL-USD",
+        instance=pipeline.instance,
+        resources=pipeline.resources(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "no pair_features materialization" in str(failure.step_failure_data.error)
+
+
+def test_run_config_sets_the_costs(pipeline: Pipeline) -> None:
+    free = dg.materialize(
+        [backtest_results],
+        partition_key="ETH-USD",
+        instance=pipeline.instance,
+        resources=pipeline.resources(),
+        run_config={"ops": {"backtest_results": {"config": {"fee": 0.0, "slippage": 0.0}}}},
+    )
+    costly, free_meta = metadata(pipeline.results["ETH-USD"], "backtest_results"), metadata(free, "backtest_results")
+    assert json.loads(Path(free_meta["json_path"]).read_text())["config"]["fee"] == 0.0
+    for name in STRATEGIES:  # same positions, no costs: never worse, and strictly better when trading
+        assert free_meta[f"n_trades/{name}"] == costly[f"n_trades/{name}"] > 0
+        assert free_meta[f"total_return/{name}"] > costly[f"total_return/{name}"]
+    with pytest.raises(dg.DagsterInvalidConfigError, match="fill"):
+        dg.materialize(
+            [backtest_results],
+            partition_key="ETH-USD",
+            instance=pipeline.instance,
+            resources=pipeline.resources(),
+            run_config={"ops": {"backtest_results": {"config": {"fill": "midpoint"}}}},
+        )
+
+
+def test_automation_backtests_new_features_then_compares() -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("pairs", PAIRS)
+    defs = dg.Definitions(
+        assets=[
+            ohlcv_candles,
+            github_activity,
+            moat_records,
+            pair_features,
+            lead_lag_report,
+            backtest_results,
+            strategy_comparison,
+        ],
+        resources={"market": MarketDataResource(), "storage": StorageResource(), "github": GitHubResource()},
+    )
+
+    def requested(result: Any) -> tuple[set[str], int]:
+        return set(result.get_requested_partitions(backtest_results.key)), result.get_num_requested(
+            strategy_comparison.key
+        )
+
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert requested(result) == (set(), 0)
+    instance.report_runless_asset_event(dg.AssetMaterialization("pair_features", partition="ETH-USD"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result) == ({"ETH-USD"}, 0)
+    # one pair's results are enough for a comparison (BTC-USD has none yet)
+    instance.report_runless_asset_event(dg.AssetMaterialization("backtest_results", partition="ETH-USD"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result) == (set(), 1)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result) == (set(), 0)  # handled: nothing new, nothing requested again
+
+
+def tick(
+    schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, day: date
+) -> list[dg.RunRequest] | dg.SkipReason:
+    at = datetime(day.year, day.month, day.day, 2, tzinfo=UTC)
+    out = schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+    assert isinstance(out, list | dg.SkipReason)
+    return out
+
+
+def ranges(requests: list[dg.RunRequest] | dg.SkipReason) -> dict[str, tuple[str, str]]:
+    assert isinstance(requests, list)
+    return {
+        str(r.run_key): (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in requests
+    }
+
+
+def stored(instance: dg.DagsterInstance, asset: str, keys: list[str]) -> None:
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=key))
+
+
+def test_nightly_schedules_request_what_is_missing_up_to_yesterday() -> None:
+    for schedule in (nightly_market_schedule, nightly_github_schedule, nightly_moat_schedule):
+        assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
+        assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.description
+    with dg.instance_for_test() as instance:  # a schedule context needs an instance it can reload
+        instance.add_dynamic_partitions("pairs", ["BTC-USD", "ETH-USD", "SOL-USD"])
+        instance.add_dynamic_partitions("repos", ["ethereum__go-ethereum", "solana-labs__solana"])
+        # stored: BTC through 01-10 (with a hole), ETH through 02-14, SOL nothing; go-ethereum through 02-14
+        stored(instance, "ohlcv_candles", ["2024-01-01|BTC-USD", "2024-01-10|BTC-USD", "2024-02-14|ETH-USD"])
+        stored(instance, "github_activity", ["2024-02-13|ethereum__go-ethereum", "2024-02-14|ethereum__go-ethereum"])
+        stored(instance, "moat_records", ["2024-02-13", "2024-02-14"])
+
+        # the 2024-06-01 tick covers up to 2024-05-31; a key with nothing stored gets the last 90 days
+        assert ranges(tick(nightly_market_schedule, instance, date(2024, 6, 1))) == {
+            "nightly:2024-05-31:market:BTC-USD": ("2024-01-11|BTC-USD", "2024-05-31|BTC-USD"),
+            "nightly:2024-05-31:market:ETH-USD": ("2024-02-15|ETH-USD", "2024-05-31|ETH-USD"),
+            "nightly:2024-05-31:market:SOL-USD": ("2024-03-03|SOL-USD", "2024-05-31|SOL-USD"),
+        }
+        assert ranges(tick(nightly_github_schedule, instance, date(2024, 6, 1))) == {
+            "nightly:2024-05-31:github:ethereum__go-ethereum": (
+                "2024-02-15|ethereum__go-ethereum",
+                "2024-05-31|ethereum__go-ethereum",
+            ),
+            "nightly:2024-05-31:github:solana-labs__solana": (
+                "2024-03-03|solana-labs__solana",
+                "2024-05-31|solana-labs__solana",
+            ),
+        }
+        assert ranges(tick(nightly_moat_schedule, instance, date(2024, 6, 1))) == {
+            "nightly:2024-05-31:moat": ("2024-02-15", "2024-05-31")
+        }
+        # early on, the 90 days are cut at the first partition day; up-to-date keys are not asked for
+        assert ranges(tick(nightly_market_schedule, instance, date(2024, 2, 15))) == {
+            "nightly:2024-02-14:market:BTC-USD": ("2024-01-11|BTC-USD", "2024-02-14|BTC-USD"),
+            "nightly:2024-02-14:market:SOL-USD": (f"{START}|SOL-USD", "2024-02-14|SOL-USD"),
+        }
+        moat_done = tick(nightly_moat_schedule, instance, date(2024, 2, 15))
+        assert isinstance(moat_done, dg.SkipReason) and "2024-02-14" in str(moat_done.skip_message)
+        assert isinstance(tick(nightly_moat_schedule, instance, START), dg.SkipReason)  # before the first day
+
+        # a request runs as requested: one single-run backfill of the job over the missing days
+        requests = tick(nightly_moat_schedule, instance, date(2024, 2, 17))
+        assert isinstance(requests, list)
+        (request,) = requests
+        from cyber_pipelines.definitions import defs
+
+        assert request.job_name == "moat_ingest"
+        run = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
+        assert run.success
+        assert {m.partition for m in run.asset_materializations_for_node("moat_records")} == {
+            "2024-02-15",
+            "2024-02-16",
+        }
+        assert isinstance(tick(nightly_moat_schedule, instance, date(2024, 2, 17)), dg.SkipReason)
