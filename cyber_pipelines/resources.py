@@ -2,13 +2,28 @@
 
 import os
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
 
 from cyber_pipelines import config
 from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, TableStore
+
+if TYPE_CHECKING:
+    import ccxt
+
+    from cyber_pipelines.market.exchange import ExchangeSettings
+
+
+@lru_cache(maxsize=4)
+def _exchange(settings: "ExchangeSettings") -> "ccxt.Exchange":
+    """One ccxt client per settings and process: markets load once for a whole range run."""
+    from cyber_pipelines.market.exchange import make_exchange
+
+    return make_exchange(settings)
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -58,14 +73,14 @@ class MarketDataResource(dg.ConfigurableResource):
             from cyber_pipelines.market.landing import load_staged
 
             return load_staged(self.landing_path() / "staged", pair, day)
-        from cyber_pipelines.market.exchange import ExchangeSettings, fetch_ohlcv_range, make_exchange
+        from cyber_pipelines.market.exchange import ExchangeSettings, fetch_ohlcv_range
 
-        exchange = make_exchange(
+        exchange = _exchange(
             ExchangeSettings(
                 exchange_id=self.exchange_id,
                 timeout_ms=self.timeout_ms,
                 max_retries=self.max_retries,
-                api_url=self.exchange_url or None,
+                api_url=self.exchange_url or os.environ.get("CYBER_EXCHANGE_URL") or None,
             )
         )
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
