@@ -45,7 +45,7 @@ backtests_job = dg.define_asset_job(
 )
 
 comparison_job = dg.define_asset_job(
-    "strategy_comparison",
+    "compare_strategies",
     selection=dg.AssetSelection.assets(strategy_comparison),
     description="Compare the strategies' equal-weight portfolios across all pairs against the baseline.",
 )

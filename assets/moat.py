@@ -73,6 +73,8 @@ def moat_records(
             )
         else:
             frames[key] = load_staged_moat(market.landing_path() / "staged_moat", day)
+            if frames[key].is_empty():
+                raise dg.Failure(f"no staged moat records published on {day}; nothing was written")
     records = pl.concat(frames.values())
     summary = records.group_by("source", "metric").agg(rows=pl.len()).sort("source", "metric")
     return write_partitions(

@@ -188,7 +188,7 @@ moat_quality_checks = gx_checks(
             "No duplicate (timestamp, source, entity, metric)",
             _is("expect_compound_columns_to_be_unique"),
         ),
-        ("moat_values_in_range", "Finite values, timestamps inside the day", _any),
+        ("moat_values_in_range", "At least one record, finite values, timestamps inside the day", _any),
     ],
     _moat,
 )

@@ -168,7 +168,7 @@ def run_backtests(pairs: Sequence[str], instance: dg.DagsterInstance | None = No
     instance = instance or get_instance()
     keys = _ensure_partitions(instance, "pairs", [pair_to_key(p) for p in pairs])
     outcomes = execute_ranges("backtests", [(k, k) for k in keys], None, instance)
-    return outcomes + execute_unpartitioned("strategy_comparison", instance)
+    return outcomes + execute_unpartitioned("compare_strategies", instance)
 
 
 def execute_unpartitioned(job_name: str, instance: dg.DagsterInstance) -> list[RunOutcome]:

@@ -10,30 +10,49 @@ from assets.jobs import github_ingest_job
 from assets.partitions import REPOS, repo_day_key
 from cyber_pipelines.config import load_settings
 
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
 
 @dg.sensor(
     job=github_ingest_job,
     minimum_interval_seconds=3600,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
-        "Once a UTC day is complete, requests its GitHub activity for every repo partition that does not "
-        "have it yet (one run per repo-day; run_key de-duplicates). Turn it on for live GitHub ingestion."
+        "Once a UTC day is complete, requests its GitHub activity for every repo partition that does not have "
+        "it yet and has no run under way; a failed day is asked for again on the next hourly tick. "
+        "Turn it on for live GitHub ingestion."
     ),
 )
 def github_activity_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    day = datetime.now(UTC).date() - timedelta(days=1)
+    now = datetime.now(UTC)
+    day = now.date() - timedelta(days=1)
     if day < load_settings().start_date:
         return dg.SkipReason(f"{day} is before the first partition day")
     repos = context.instance.get_dynamic_partitions(REPOS)
     if not repos:
         return dg.SkipReason("no repo partitions yet (config_partitions_sensor adds them)")
     have = context.instance.get_materialized_partitions(github_activity.key)
-    wanted = [repo_day_key(r, day) for r in repos]
+    busy = {
+        record.dagster_run.tags.get("dagster/partition")
+        for record in context.instance.get_run_records(
+            dg.RunsFilter(job_name=github_ingest_job.name, statuses=ACTIVE), limit=500
+        )
+    }
+    wanted = [str(repo_day_key(r, day)) for r in repos]
+    hour = now.strftime("%Y-%m-%dT%H")  # one attempt per missing repo-day and hour: failures are retried
     requests = [
-        dg.RunRequest(run_key=f"github:{key}", partition_key=key) for key in wanted if str(key) not in have
+        dg.RunRequest(run_key=f"github:{key}:{hour}", partition_key=key)
+        for key in wanted
+        if key not in have and key not in busy
     ]
     if not requests:
-        return dg.SkipReason(f"all {len(repos)} repos have {day}")
+        return dg.SkipReason(f"all {len(repos)} repos have {day} or a run under way")
     return dg.SensorResult(
-        run_requests=requests, cursor=json.dumps({"day": day.isoformat(), "requested": len(requests)})
+        run_requests=requests,
+        cursor=json.dumps({"day": day.isoformat(), "requested": len(requests)}),
     )

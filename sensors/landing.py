@@ -95,9 +95,7 @@ def _usable(day: date) -> bool:
         "run per partition it covers; a bad file moves to `quarantine/` with a `.reason.txt` beside it."
     ),
 )
-def landing_sensor(
-    context: dg.SensorEvaluationContext, market: MarketDataResource
-) -> dg.SensorResult | dg.SkipReason:
+def landing_sensor(context: dg.SensorEvaluationContext, market: MarketDataResource) -> dg.SensorResult | dg.SkipReason:
     landing = market.landing_path()
     files = scan_landing(landing) if landing.is_dir() else []
     if not files:
@@ -138,11 +136,7 @@ def landing_sensor(
         run_requests=tick.requests,
         skip_reason=None
         if tick.requests
-        else (
-            f"{len(tick.accepted)} file(s) accepted, {len(tick.rejected)} quarantined, no new partition to run"
-        ),
-        dynamic_partitions_requests=[pair_partitions.build_add_request(tick.new_pairs)]
-        if tick.new_pairs
-        else [],
+        else (f"{len(tick.accepted)} file(s) accepted, {len(tick.rejected)} quarantined, no new partition to run"),
+        dynamic_partitions_requests=[pair_partitions.build_add_request(tick.new_pairs)] if tick.new_pairs else [],
         cursor=json.dumps(cursor),
     )

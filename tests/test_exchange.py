@@ -46,9 +46,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def settings(fake: FakeKraken, sleeps: list[float]) -> ExchangeSettings:
-    return ExchangeSettings(
-        api_url=fake.url, timeout_ms=250, rate_limit_ms=0, max_retries=6, sleep=sleeps.append
-    )
+    return ExchangeSettings(api_url=fake.url, timeout_ms=250, rate_limit_ms=0, max_retries=6, sleep=sleeps.append)
 
 
 def expected(fake: FakeKraken, pair: str, start: datetime, end: datetime) -> pl.DataFrame:
@@ -157,9 +155,7 @@ def test_retries_exhausted_raise_transient_error_with_full_jitter_backoff(fake, 
 
 def test_response_slower_than_the_timeout_is_retried_then_reported(fake, settings):
     fake.set_faults(1.0, ("delay",))
-    s = ExchangeSettings(
-        api_url=fake.url, rate_limit_ms=0, timeout_ms=200, max_retries=1, sleep=settings.sleep
-    )
+    s = ExchangeSettings(api_url=fake.url, rate_limit_ms=0, timeout_ms=200, max_retries=1, sleep=settings.sleep)
     began = time.monotonic()
     with pytest.raises(TransientExchangeError, match=r"2 attempts.*RequestTimeout"):
         list_markets(make_exchange(s))
@@ -167,9 +163,7 @@ def test_response_slower_than_the_timeout_is_retried_then_reported(fake, setting
 
 
 def test_rejected_credentials_fail_fast_and_secrets_stay_hidden(fake, sleeps, caplog):
-    s = ExchangeSettings(
-        api_url=fake.url, rate_limit_ms=0, api_key=KEY, api_secret=SECRET, sleep=sleeps.append
-    )
+    s = ExchangeSettings(api_url=fake.url, rate_limit_ms=0, api_key=KEY, api_secret=SECRET, sleep=sleeps.append)
     fake.permanent_error = "EAPI:Invalid key"
     with pytest.raises(ExchangeAuthError) as err:
         fetch_ohlcv_range(make_exchange(s), "BTC/USD", CURRENT_OPEN - HOUR, CURRENT_OPEN)

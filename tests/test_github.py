@@ -57,9 +57,7 @@ def settings(api: FakeGitHub, **overrides: object) -> GitHubSettings:
 def busy_repo() -> FakeRepo:
     """230 commits on DAY (3 pages of 100) by 5 logins plus 2 account-less e-mails, and 2 outside it."""
     commits = [
-        FakeCommit(
-            START + timedelta(minutes=6 * i), login=f"dev{i % 5}" if i % 10 else None, email=f"m{i % 20}@x"
-        )
+        FakeCommit(START + timedelta(minutes=6 * i), login=f"dev{i % 5}" if i % 10 else None, email=f"m{i % 20}@x")
         for i in range(230)
     ]
     commits += [
@@ -85,9 +83,7 @@ def test_build_activity_by_hand() -> None:
     assert df.height == 24
     assert df["timestamp"][0] == datetime(2024, 3, 5, tzinfo=UTC)
     assert df["timestamp"][23] == datetime(2024, 3, 5, 23, tzinfo=UTC)
-    by_hour = dict(
-        zip(df["timestamp"].dt.hour(), zip(df["commits"], df["authors"], strict=True), strict=True)
-    )
+    by_hour = dict(zip(df["timestamp"].dt.hour(), zip(df["commits"], df["authors"], strict=True), strict=True))
     assert by_hour[3] == (3, 2) and by_hour[7] == (1, 1) and by_hour[23] == (1, 1)
     assert sum(c for c, _ in by_hour.values()) == 5 and by_hour[0] == (0, 0)
     # 3 contributors, 5 commits, 4 open issues: 3 * ln(6) / 2 and 5 / 3
@@ -278,14 +274,9 @@ def test_404_names_the_repo_and_fetch_many_goes_on() -> None:
             DAY,
         )
     assert set(frames) == {"ethereum/go-ethereum", "near/nearcore", "vyperlang/vyper"}
-    assert isinstance(errors["ghost/missing"], RepoNotFoundError) and "ghost/missing" in str(
-        errors["ghost/missing"]
-    )
+    assert isinstance(errors["ghost/missing"], RepoNotFoundError) and "ghost/missing" in str(errors["ghost/missing"])
     assert isinstance(errors["not a repo"], ValueError)
-    assert (
-        frames["near/nearcore"]["commits"].sum() == 1
-        and frames["ethereum/go-ethereum"]["commits"].sum() == 230
-    )
+    assert frames["near/nearcore"]["commits"].sum() == 1 and frames["ethereum/go-ethereum"]["commits"].sum() == 230
     assert frames["vyperlang/vyper"]["commits"].sum() == 0  # empty repository (409) = no commits
 
 

@@ -72,9 +72,7 @@ def test_good_parquet_typed_and_text_timestamps(tmp_path: Path) -> None:
             "value": [1.0],
         }
     ).write_parquet(tmp_path / "text.parquet")
-    assert parse_moat_file(tmp_path / "text.parquet")["timestamp"].to_list() == [
-        datetime(2024, 3, 5, 6, tzinfo=UTC)
-    ]
+    assert parse_moat_file(tmp_path / "text.parquet")["timestamp"].to_list() == [datetime(2024, 3, 5, 6, tzinfo=UTC)]
     unix = pl.DataFrame(
         {"timestamp": [1709625600.5], "source": ["c"], "entity": ["E"], "metric": ["m"], "value": [1.0]}
     )
@@ -160,9 +158,7 @@ def test_bad_files_rejected_with_reason(tmp_path: Path) -> None:
         ("timestamp", [date(1999, 1, 1)], "outside 2000-01-01"),
     ],
 )
-def test_bad_parquet_rejected_with_reason(
-    tmp_path: Path, column: str, values: list[object], reason: str
-) -> None:
+def test_bad_parquet_rejected_with_reason(tmp_path: Path, column: str, values: list[object], reason: str) -> None:
     data: dict[str, list[object]] = {
         "timestamp": [datetime(2024, 3, 5)],
         "source": ["government"],
@@ -179,9 +175,7 @@ def test_bad_parquet_rejected_with_reason(
 
 def test_is_moat_file_routes_by_header(tmp_path: Path) -> None:
     moat_csv = write(tmp_path, "a.csv", '"Timestamp","Source","Entity","Metric","Value"\n' + ROW)
-    ohlcv_csv = write(
-        tmp_path, "BTC-USD.csv", "timestamp,open,high,low,close,volume\n1709625600,1,2,0.5,1.5,10\n"
-    )
+    ohlcv_csv = write(tmp_path, "BTC-USD.csv", "timestamp,open,high,low,close,volume\n1709625600,1,2,0.5,1.5,10\n")
     kraken_csv = write(tmp_path, "XBTUSD_60.csv", "1709625600,1,2,0.5,1.5,10,3\n")
     pl.DataFrame(
         {

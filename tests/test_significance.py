@@ -98,9 +98,7 @@ def synthetic_features(pair: str, seed: int, effect_size: float, days: int, lag_
     """Synthetic candles + commits + moat records -> ``build_feature_table`` (hourly commits and
     unique authors per hour aggregated in one pass, the columns ``build_feature_table`` reads)."""
     end = ORIGIN + timedelta(days=days - 1)
-    candles = simulate_ohlcv(
-        pair, ORIGIN, end, seed=seed, effect_size=effect_size, lag_hours=lag_hours, origin=ORIGIN
-    )
+    candles = simulate_ohlcv(pair, ORIGIN, end, seed=seed, effect_size=effect_size, lag_hours=lag_hours, origin=ORIGIN)
     base = pair.split("/")[0]
     repo = f"synthetic/{base.lower()}"
     days_list = [ORIGIN + timedelta(days=i) for i in range(days)]

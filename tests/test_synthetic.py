@@ -254,9 +254,7 @@ def test_market_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 def test_commits_are_deterministic_and_well_formed() -> None:
     day = date(2024, 1, 17)
     events = simulate_commits("ethereum/go-ethereum", ["ETH"], day, seed=SEED, origin=ORIGIN, lag_hours=6)
-    assert events == simulate_commits(
-        "ethereum/go-ethereum", ["ETH"], day, seed=SEED, origin=ORIGIN, lag_hours=6
-    )
+    assert events == simulate_commits("ethereum/go-ethereum", ["ETH"], day, seed=SEED, origin=ORIGIN, lag_hours=6)
     other_seed = simulate_commits("ethereum/go-ethereum", ["ETH"], day, seed=8, origin=ORIGIN, lag_hours=6)
     assert events != other_seed
     assert events == sorted(events) and events
@@ -295,8 +293,7 @@ def test_commits_follow_weekly_seasonality_and_core_authors() -> None:
 
 def test_repo_snapshot_varies_slowly() -> None:
     snaps = [
-        simulate_repo_snapshot("near/nearcore", ORIGIN + timedelta(days=d), seed=SEED, origin=ORIGIN)
-        for d in range(90)
+        simulate_repo_snapshot("near/nearcore", ORIGIN + timedelta(days=d), seed=SEED, origin=ORIGIN) for d in range(90)
     ]
     issues = np.array([s[0] for s in snaps])
     stars = np.array([s[1] for s in snaps])
@@ -309,18 +306,13 @@ def test_repo_snapshot_varies_slowly() -> None:
 def test_moat_records_follow_bursts() -> None:
     days = 60
     assets = ["ETH", "SOL"]
-    frames = [
-        simulate_moat_records(assets, ORIGIN + timedelta(days=d), seed=SEED, origin=ORIGIN)
-        for d in range(days)
-    ]
+    frames = [simulate_moat_records(assets, ORIGIN + timedelta(days=d), seed=SEED, origin=ORIGIN) for d in range(days)]
     df = pl.concat(frames)
     assert df.schema == pl.Schema(MOAT_SCHEMA)
     assert set(df["source"]) == {"corporate", "government", "logistics"}
     assert set(df["entity"]) == set(assets)
     assert df.select("timestamp", "source", "entity", "metric").is_duplicated().sum() == 0
-    assert_frame_equal(
-        frames[5], simulate_moat_records(assets, ORIGIN + timedelta(days=5), seed=SEED, origin=ORIGIN)
-    )
+    assert_frame_equal(frames[5], simulate_moat_records(assets, ORIGIN + timedelta(days=5), seed=SEED, origin=ORIGIN))
     announcements = df.filter(pl.col("entity") == "ETH", pl.col("metric") == "announcements")
     hours = ((announcements["timestamp"] - T0).dt.total_hours() - 1).to_numpy()  # hour ending at ts
     values = announcements["value"].to_numpy()
@@ -357,9 +349,7 @@ def test_activity_rejects_bad_arguments(call: Callable[[], object], message: str
 def test_commits_lead_market_volatility_end_to_end() -> None:
     """ETH repos' hourly commits correlate with ETH/USD |return| most strongly 6 hours later."""
     days = 90
-    commits = _hourly_commits("ethereum/go-ethereum", ["ETH"], days) + _hourly_commits(
-        "ethereum/py-evm", ["ETH"], days
-    )
+    commits = _hourly_commits("ethereum/go-ethereum", ["ETH"], days) + _hourly_commits("ethereum/py-evm", ["ETH"], days)
     for effect in (1.0, 0.0):
         r = np.abs(_log_returns(_ohlcv("ETH/USD", days, effect=effect)))
         cors = np.array([np.corrcoef(commits[: r.size - h], r[h:])[0, 1] for h in range(13)])

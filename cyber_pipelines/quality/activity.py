@@ -66,4 +66,5 @@ def validate_moat_gx(df: pl.DataFrame, days: list[date]) -> SuiteReport:
             column="timestamp", min_value=first, max_value=last, description="timestamps within the run's days"
         ),
     ]
+    expectations.append(E.ExpectTableRowCountToBeBetween(min_value=1, description="at least one record"))
     return run_suite(df, "moat_records", expectations)

@@ -42,4 +42,4 @@ def validate_features_gx(features: pl.DataFrame, candle_rows: int) -> SuiteRepor
             ),
         ],
     )
-    return merge_reports("features", [whole, after_warmup])
+    return merge_reports("features", [whole, after_warmup], rows=features.height)

@@ -12,15 +12,18 @@ from cyber_pipelines.quality.gx import SuiteReport, run_suite
 from cyber_pipelines.quality.ohlcv import HOURS_PER_DAY, hourly_grid, min_filled_hours, ohlcv_expectations
 
 
-def merge_reports(name: str, reports: Iterable[SuiteReport]) -> SuiteReport:
-    """One report holding every outcome of ``reports`` (success only when all succeeded)."""
+def merge_reports(name: str, reports: Iterable[SuiteReport], rows: int | None = None) -> SuiteReport:
+    """One report holding every outcome of ``reports`` (success only when all succeeded).
+
+    ``rows`` defaults to the sum over the reports: right for reports on disjoint frames (pairs); pass
+    the validated table's rows when some reports ran on derived frames (per-day counts)."""
     reports = list(reports)
     results = tuple(r for report in reports for r in report.results)
     return SuiteReport(
         suite_name=name,
         success=all(r.success for r in results),
         results=results,
-        rows=sum(r.rows for r in reports),
+        rows=sum(r.rows for r in reports) if rows is None else rows,
         elapsed_s=round(sum(r.elapsed_s for r in reports), 4),
     )
 
@@ -56,4 +59,4 @@ def validate_ohlcv_days_gx(candles: pl.DataFrame, days: list[date], max_gap_rati
             )
         ],
     )
-    return merge_reports("ohlcv", [whole, per_day])
+    return merge_reports("ohlcv", [whole, per_day], rows=candles.height)

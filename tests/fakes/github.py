@@ -27,9 +27,7 @@ PRIMARY_RATE_LIMIT = (
     "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a "
     "higher rate limit. Check out the documentation for more details.)"
 )
-SECONDARY_RATE_LIMIT = (
-    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-)
+SECONDARY_RATE_LIMIT = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 _DOCS = "https://docs.github.com/rest"
 
 
@@ -285,9 +283,7 @@ class FakeGitHub:
         if path == "/rate_limit":
             core = {"limit": 5000, "remaining": 4999, "reset": int(time.time()) + 3600, "used": 1}
             return 200, {"resources": {"core": core, "search": core, "graphql": core}, "rate": core}, {}
-        match = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path) or re.fullmatch(
-            r"/repositories/(\d+)(/.*)?", path
-        )
+        match = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path) or re.fullmatch(r"/repositories/(\d+)(/.*)?", path)
         if not match:
             return not_found
         ref, rest = match.group(1), match.group(2) or ""
