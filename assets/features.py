@@ -23,13 +23,20 @@ FEATURES_CODE_VERSION = "features-1"
 LEADLAG_CODE_VERSION = "leadlag-1"
 
 # Run when upstream data changed and no upstream blocking check failed. Not eager(): the upstream
-# partitions span every day since the start date, most of which a research instance never fills.
+# partitions span every day since the start date, most of which a research instance never fills. Not
+# all_deps_blocking_checks_passed(): our checks are unpartitioned (one GX run per range run), and with
+# concurrent partition runs the latest check often targets another partition's materialization, which
+# Dagster then treats as not passed, blocking forever. A failed blocking check still blocks.
+NO_FAILED_UPSTREAM_CHECK = ~dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+).with_label("no_upstream_blocking_check_failed")
+
 DEPS_UPDATED_AND_CHECKED = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("deps_updated_and_blocking_checks_passed")
+    & NO_FAILED_UPSTREAM_CHECK
+).with_label("deps_updated_and_no_blocking_check_failed")
 
 PER_PAIR_DEPS = [
     dg.AssetDep(
@@ -41,14 +48,33 @@ PER_PAIR_DEPS = [
 
 
 class FeatureConfig(dg.Config):
-    source: str = Field(default="", description="market source of the candles; empty: CYBER_MARKET_SOURCE")
+    source: str = Field(
+        default="",
+        description="market source of the candles; empty: the pair's latest ingest's source, else CYBER_MARKET_SOURCE",
+    )
     publication_lag_hours: float = Field(
         default=1.0, ge=0, description="hours after which GitHub/moat data is known to the features"
     )
 
 
+def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:
+    """The source of the pair's most recent ``ohlcv_candles`` materialization, if any."""
+    partitions = [k for k in instance.get_materialized_partitions(ohlcv_candles.key) if k.endswith(f"|{pair_key}")]
+    if not partitions:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ohlcv_candles.key, asset_partitions=partitions), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    source = records[0].asset_materialization.metadata.get("source")
+    return str(source.value) if source is not None else None
+
+
 def _load(context: dg.AssetExecutionContext, market: MarketDataResource, store: TableStore, source: str) -> PairInputs:
+    """The pair's inputs from ``source``, else from where its candles were last ingested, else the default."""
     pair = key_to_pair(context.partition_key)
+    source = source or latest_pair_source(context.instance, context.partition_key) or ""
     try:
         inputs = load_pair_inputs(store, market.resolve_source(source or None), pair)
     except FileNotFoundError as exc:
