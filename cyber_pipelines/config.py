@@ -69,8 +69,10 @@ def data_dir() -> Path:
 
 
 def landing_dir() -> Path:
-    """Folder that users drop files into (``CYBER_LANDING_DIR``, default ``<data>/landing``)."""
-    return Path(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "landing").resolve()
+    """Folder that users drop files into (``CYBER_LANDING_DIR``, default ``<data>/inbox``).
+
+    Not ``<data>/landing``: that is where the tables ingested from landing files are stored."""
+    return Path(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "inbox").resolve()
 
 
 def market_source() -> str:
