@@ -5,6 +5,7 @@ from datetime import date
 import dagster as dg
 
 from cyber_pipelines.config import load_settings
+from cyber_pipelines.github.activity import key_to_repo
 from cyber_pipelines.keys import key_to_pair
 
 PAIRS = "pairs"
@@ -14,13 +15,16 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().start
 pair_day_partitions = dg.MultiPartitionsDefinition({"date": daily_partitions, "pair": pair_partitions})
 
 
+def _day_and_key(partition_key: str | dg.MultiPartitionKey) -> tuple[date, str]:
+    """Split ``2024-01-05|BTC-USD``: Dagster orders dimensions by name, so ``date`` comes first."""
+    day_part, key_part = str(partition_key).split("|")
+    return date.fromisoformat(day_part), key_part
+
+
 def pair_day(partition_key: str | dg.MultiPartitionKey) -> tuple[str, date]:
     """(``BTC/USD``, day) from a ``date|pair`` partition key."""
-    if not isinstance(partition_key, dg.MultiPartitionKey):
-        day_part, pair_part = str(partition_key).split("|")
-        partition_key = dg.MultiPartitionKey({"date": day_part, "pair": pair_part})
-    dims = partition_key.keys_by_dimension
-    return key_to_pair(dims["pair"]), date.fromisoformat(dims["date"])
+    day, key = _day_and_key(partition_key)
+    return key_to_pair(key), day
 
 
 def pair_day_key(pair_key: str, day: date) -> dg.MultiPartitionKey:
@@ -35,13 +39,8 @@ repo_day_partitions = dg.MultiPartitionsDefinition({"date": daily_partitions, "r
 
 def repo_day(partition_key: str | dg.MultiPartitionKey) -> tuple[str, date]:
     """(``owner/name``, day) from a ``date|owner__name`` partition key."""
-    from cyber_pipelines.github.activity import key_to_repo
-
-    if not isinstance(partition_key, dg.MultiPartitionKey):
-        day_part, repo_part = str(partition_key).split("|")
-        partition_key = dg.MultiPartitionKey({"date": day_part, "repo": repo_part})
-    dims = partition_key.keys_by_dimension
-    return key_to_repo(dims["repo"]), date.fromisoformat(dims["date"])
+    day, key = _day_and_key(partition_key)
+    return key_to_repo(key), day
 
 
 def repo_day_key(repo_key: str, day: date) -> dg.MultiPartitionKey:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -27,8 +28,8 @@ def content_hash(df: pl.DataFrame) -> str:
     return digest.hexdigest()[:24]
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` via a temp file in the same folder and a rename.
+def write_atomic(path: Path, write: Callable[[str], object]) -> Path:
+    """Call ``write(temp_path)`` for a temp file beside ``path``, then rename it over ``path``.
 
     A reader never sees a half-written file, and a failed write leaves the previous version.
     """
@@ -36,11 +37,20 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
 
 
 class TableStore:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -36,7 +34,7 @@ from cyber_pipelines.backtest.significance import SignificanceResult, compare_to
 from cyber_pipelines.backtest.strategies import CrossMoat, RuleOfThree, SmaCross, Strategy
 from cyber_pipelines.features.indicators import WARMUP_BARS
 from cyber_pipelines.report import markdown_table
-from cyber_pipelines.storage import TableStore
+from cyber_pipelines.storage import TableStore, write_text_atomic
 
 # Hourly bars: a one-day average against a four-day one. The textbook 10/20 was made for daily bars;
 # on hourly bars it flips several times a day, and at 0.72% round-trip costs it would measure costs.
@@ -90,17 +88,7 @@ def _float(value: Any) -> float:
 
 def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
     """Write ``data`` as JSON via a temp file in the same folder and a rename (no NaN allowed)."""
-    text = json.dumps(data, indent=1, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(json.dumps(data, indent=1, allow_nan=False), path)
 
 
 def _significance_from_json(data: Mapping[str, Any]) -> SignificanceResult:

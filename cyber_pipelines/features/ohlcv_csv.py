@@ -9,15 +9,13 @@ epochs in seconds, milliseconds, microseconds or nanoseconds (told apart by magn
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 from cyber_pipelines.features.indicators import add_indicators
 from cyber_pipelines.market.schema import OHLCV_COLUMNS, OhlcvError, conform_ohlcv
-from cyber_pipelines.storage import write_parquet_atomic
+from cyber_pipelines.storage import write_atomic, write_parquet_atomic
 
 _TIME_NAMES = ("timestamp", "datetime", "date", "time")
 _VALUE_COLUMNS = OHLCV_COLUMNS[1:]  # open, high, low, close, volume
@@ -120,13 +118,5 @@ def compute_features_file(input: Path, output: Path) -> pl.DataFrame:
     if suffix == ".parquet":
         write_parquet_atomic(features, output)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-        os.close(fd)
-        try:
-            features.write_csv(tmp)
-            os.replace(tmp, output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(output, features.write_csv)
     return features

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from github.Commit import Commit
 from github.Repository import Repository
 
 from cyber_pipelines.github.activity import build_activity, repo_to_key
+from cyber_pipelines.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +179,7 @@ class ActivityCache:
         self._memory[(repo, day)] = record
         path = self._path(repo, day)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(record.to_json())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_text_atomic(record.to_json(), path)
         return True
 
 
