@@ -6,6 +6,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
+from assets.gates import failed_blocking_checks
 from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
@@ -37,6 +38,8 @@ DEPS_UPDATED_AND_CHECKED = (
     & ~dg.AutomationCondition.in_progress()
     & NO_FAILED_UPSTREAM_CHECK
 ).with_label("deps_updated_and_no_blocking_check_failed")
+
+OHLCV_CHECK_NAMES = ("ohlcv_schema", "ohlcv_timestamps", "ohlcv_price_integrity", "ohlcv_volume", "ohlcv_gap_ratio")
 
 PER_PAIR_DEPS = [
     dg.AssetDep(
@@ -75,6 +78,14 @@ def _load(context: dg.AssetExecutionContext, market: MarketDataResource, store: 
     """The pair's inputs from ``source``, else from where its candles were last ingested, else the default."""
     pair = key_to_pair(context.partition_key)
     source = source or latest_pair_source(context.instance, context.partition_key) or ""
+    failed = failed_blocking_checks(
+        context.instance, ohlcv_candles.key, OHLCV_CHECK_NAMES, lambda k: k.endswith(f"|{context.partition_key}")
+    )
+    if failed:
+        raise dg.Failure(
+            f"{pair}: the latest ingest of some of its candles failed blocking checks: {', '.join(failed)}. "
+            "Fix or re-ingest those days first; nothing was written."
+        )
     try:
         inputs = load_pair_inputs(store, market.resolve_source(source or None), pair)
     except FileNotFoundError as exc:

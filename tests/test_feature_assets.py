@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -68,3 +68,30 @@ def test_lead_lag_report_finds_the_planted_lead(features_run: tuple[dg.DagsterIn
     assert "data:image/png;base64," in eth["plot"]
     btc = latest(instance, "lead_lag_report", "BTC-USD")  # no repo informs BTC
     assert btc["status"].startswith("not applicable")
+
+
+def test_a_pair_whose_latest_ingest_failed_a_blocking_check_gets_no_features(isolated_dirs: Path) -> None:
+    from assets.features import OHLCV_CHECK_NAMES
+    from assets.quality import ohlcv_quality_checks
+    from cyber_pipelines.market.landing import parse_landing_file, stage_batch
+
+    assert {k.name for k in ohlcv_quality_checks.check_keys} == set(OHLCV_CHECK_NAMES)
+    instance = dg.DagsterInstance.ephemeral()
+    day = START + timedelta(days=10)
+    # BTC from a landing file with 3 of 24 hours missing: stored, but ohlcv_gap_ratio fails the run
+    t0 = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    rows = [f"{t0 + 3600 * h},100,101,99,100.5,3,7" for h in range(24) if h not in (5, 6, 7)]
+    landing = isolated_dirs / "landing"
+    landing.mkdir()
+    (landing / "XBTUSD_60.csv").write_text("\n".join(rows) + "\n")
+    stage_batch(parse_landing_file(landing / "XBTUSD_60.csv"), landing / "staged")
+    (gappy,) = ingest_market(["BTC/USD"], [day], "landing", instance)
+    assert not gappy.success and "ohlcv_gap_ratio" in gappy.message
+    # a later, clean ingest of another pair passes every check: BTC must still be held back
+    (clean,) = ingest_market(["ETH/USD"], [day], "synthetic", instance)
+    assert clean.success
+
+    btc, eth = build_features(["BTC/USD", "ETH/USD"], "", instance)
+    assert not btc.success and "ohlcv_gap_ratio" in btc.message and "BTC/USD" in btc.message
+    assert eth.success, eth.message
+    assert not (isolated_dirs / "data" / "landing" / "features" / "BTC-USD.parquet").exists()
