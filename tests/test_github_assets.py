@@ -218,13 +218,12 @@ def test_landing_moat_file_through_the_sensor_is_stored_and_checked(isolated_dir
         dg.build_sensor_context(instance=instance, resources={"market": MarketDataResource()})
     )
     assert isinstance(sensor_result, dg.SensorResult)
-    requests = {str(r.partition_key): r for r in sensor_result.run_requests or []}
-    assert set(requests) == {"2024-03-10", "2024-03-11"}
-
-    request = requests["2024-03-10"]
+    (request,) = sensor_result.run_requests or []  # both days in one single-run range
+    assert request.tags["dagster/asset_partition_range_start"] == "2024-03-10"
+    assert request.tags["dagster/asset_partition_range_end"] == "2024-03-11"
     assert request.job_name == "moat_ingest"
     result = defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance, partition_key=request.partition_key, run_config=request.run_config, raise_on_error=False
+        instance=instance, tags=request.tags, run_config=request.run_config, raise_on_error=False
     )
     assert result.success, failure_text(result)
     stored = pl.read_parquet(isolated_dirs / "data" / "landing" / "moat" / "2024-03-10.parquet")
@@ -238,4 +237,6 @@ def test_landing_moat_file_through_the_sensor_is_stored_and_checked(isolated_dir
     )
     assert_frame_equal(stored, expected)
     assert check_outcomes(result) == dict.fromkeys(MOAT_CHECKS, True)
-    assert the_materialization(result, "moat_records").metadata["source"].value == "landing"
+    materialized = result.asset_materializations_for_node("moat_records")
+    assert sorted(m.partition or "" for m in materialized) == ["2024-03-10", "2024-03-11"]
+    assert {m.metadata["source"].value for m in materialized} == {"landing"}

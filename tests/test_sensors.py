@@ -99,6 +99,14 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
+def span(request: dg.RunRequest) -> str:
+    """A request's partition, or ``first..last`` of its single-run range."""
+    tags = request.tags or {}
+    if "dagster/asset_partition_range_start" in tags:
+        return f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
+    return str(request.partition_key)
+
+
 def test_landing_batch_sorts_good_and_bad_files_and_requests_the_right_runs(
     landing: Path, instance: dg.DagsterInstance
 ) -> None:
@@ -127,14 +135,13 @@ def test_landing_batch_sorts_good_and_bad_files_and_requests_the_right_runs(
     assert (landing / "processed" / "XBTUSD_60.csv").read_text() == GOOD["XBTUSD_60.csv"]  # moved unchanged
 
     requests = list(result.run_requests or [])
-    by_partition = {(r.job_name, str(r.partition_key)): r for r in requests}
+    by_partition = {(r.job_name, span(r)): r for r in requests}
     assert set(by_partition) == {
         ("market_ingest", "2024-03-10|BTC-USD"),
-        ("market_ingest", "2024-03-10|ETH-USD"),
-        ("market_ingest", "2024-03-11|ETH-USD"),
+        ("market_ingest", "2024-03-10|ETH-USD..2024-03-11|ETH-USD"),  # contiguous days: one range run
         ("moat_ingest", "2024-03-10"),
     }
-    assert len({r.run_key for r in requests}) == len(requests) == 4
+    assert len({r.run_key for r in requests}) == len(requests) == 3
     for (job, _), request in by_partition.items():
         assert request.run_key
         assert request.run_config == (MARKET_CONFIG if job == "market_ingest" else MOAT_CONFIG)
@@ -150,10 +157,18 @@ def test_landing_batch_sorts_good_and_bad_files_and_requests_the_right_runs(
     assert (cursor["accepted_total"], cursor["quarantined_total"]) == (len(GOOD), len(BAD))
     assert datetime.fromisoformat(cursor["last_tick"]).tzinfo is not None
 
-    # Next tick: nothing new.
+    # Two-phase hand-off: until a cursor listing them is committed, the manifests stay pending, and a
+    # tick that starts from the old cursor (the previous tick failed) asks for the same runs again.
+    assert len(list((landing / "pending").glob("*.json"))) == 3
+    retried = tick(instance, cursor="")
+    assert isinstance(retried, dg.SensorResult)
+    assert sorted(r.run_key or "" for r in retried.run_requests or []) == sorted(r.run_key or "" for r in requests)
+
+    # Next tick after the committed cursor: the manifests are done, nothing new.
     skip = tick(instance, cursor=result.cursor)
     assert isinstance(skip, dg.SkipReason)
     assert "no new files" in (skip.skip_message or "")
+    assert list((landing / "pending").glob("*.json")) == []
 
     # The same file dropped again: the same run key (Dagster de-duplicates it), the totals carry on.
     write_old(landing / "XBTUSD_60.csv", GOOD["XBTUSD_60.csv"].encode())
@@ -184,7 +199,7 @@ def test_landing_sensor_with_empty_cursor_missing_folder_and_fresh_files(
     assert isinstance(result, dg.SensorResult)
     assert [str(r.partition_key) for r in result.run_requests or []] == ["2024-03-10|BTC-USD"]
     assert result.cursor is not None
-    assert {k: v for k, v in json.loads(result.cursor).items() if k != "last_tick"} == {
+    assert {k: v for k, v in json.loads(result.cursor).items() if k not in ("last_tick", "emitted")} == {
         "accepted_total": 1,
         "quarantined_total": 0,
     }

@@ -42,7 +42,7 @@ QUARANTINE_DIR = "quarantine"
 STAGING_DIR = "staging"
 PROCESSED_DIR = "processed"
 # "staged" too: the landing sensor keeps its staging folder under that name.
-RESERVED_DIRS = frozenset({QUARANTINE_DIR, STAGING_DIR, "staged", PROCESSED_DIR})
+RESERVED_DIRS = frozenset({QUARANTINE_DIR, STAGING_DIR, "staged", "staged_moat", "pending", PROCESSED_DIR})
 DEFAULT_MIN_AGE_S = 5.0
 MAX_FILE_BYTES = 1 << 30
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
