@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
 from assets.partitions import PAIRS, pair_partitions
-from cyber_pipelines.backtest.engine import BacktestConfig
+from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
 from cyber_pipelines.backtest.report import (
     PairBacktest,
     backtest_pair,
@@ -33,6 +33,12 @@ class BacktestRunConfig(dg.Config):
         default="next_open", description="next_open: no look-ahead (default); close: fill at the signal bar's close"
     )
     allow_short: bool = Field(default=False, description="trade short signals too (default long/flat)")
+    stop_loss: float | None = Field(
+        default=None, gt=0, lt=1, description="exit when price moves this fraction against the position"
+    )
+    size_multiplier: float = Field(
+        default=1.0, gt=0, le=1, description="probation position size: 1, 0.5 (P&L <= -5%) or 0.25 (<= -10%)"
+    )
 
 
 class ComparisonConfig(dg.Config):
@@ -77,7 +83,13 @@ def backtest_results(
     try:
         features = store.read(source, "features", pair_key)
         settings = BacktestConfig(
-            fee=config.fee, slippage=config.slippage, fill=config.fill, allow_short=config.allow_short
+            fee=config.fee,
+            slippage=config.slippage,
+            fill=config.fill,
+            allow_short=config.allow_short,
+            stop_loss=config.stop_loss,
+            size_multiplier=config.size_multiplier,
+            bars_per_year=calendar_bars_per_year(features["timestamp"]),  # crypto trades 24/7, gaps or not
         )
         result = backtest_pair(features, settings, pair=pair_key)
     except (FileNotFoundError, ValueError) as exc:

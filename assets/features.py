@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.gates import failed_blocking_checks
 from assets.github import github_activity
-from assets.market import ohlcv_candles
+from assets.market import latest_pair_source, ohlcv_candles
 from assets.moat import moat_records
 from assets.partitions import pair_partitions
 from cyber_pipelines.features.cross_source import CROSS_SOURCE_COLUMNS, build_feature_table
@@ -58,20 +58,6 @@ class FeatureConfig(dg.Config):
     publication_lag_hours: float = Field(
         default=1.0, ge=0, description="hours after which GitHub/moat data is known to the features"
     )
-
-
-def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:
-    """The source of the pair's most recent ``ohlcv_candles`` materialization, if any."""
-    partitions = [k for k in instance.get_materialized_partitions(ohlcv_candles.key) if k.endswith(f"|{pair_key}")]
-    if not partitions:
-        return None
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=ohlcv_candles.key, asset_partitions=partitions), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    source = records[0].asset_materialization.metadata.get("source")
-    return str(source.value) if source is not None else None
 
 
 def _load(context: dg.AssetExecutionContext, market: MarketDataResource, store: TableStore, source: str) -> PairInputs:

@@ -81,3 +81,17 @@ def ohlcv_candles(
             "last_timestamp": str(candles["timestamp"].max()),
         },
     )
+
+
+def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:
+    """The source of the pair's most recent ``ohlcv_candles`` materialization, if any."""
+    partitions = [k for k in instance.get_materialized_partitions(ohlcv_candles.key) if k.endswith(f"|{pair_key}")]
+    if not partitions:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ohlcv_candles.key, asset_partitions=partitions), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    source = records[0].asset_materialization.metadata.get("source")
+    return str(source.value) if source is not None else None

@@ -147,7 +147,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     try:
         result = backtest_csv(
-            args.data, args.strategy, dict(args.param), fee=args.fee, slippage=args.slippage, fill=args.fill
+            args.data,
+            args.strategy,
+            dict(args.param),
+            fee=args.fee,
+            slippage=args.slippage,
+            fill=args.fill,
+            stop_loss=args.stop_loss,
+            size_multiplier=args.size,
         )
     except (OhlcvError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
     backtest.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")
     backtest.add_argument("--fill", choices=("next_open", "close"), default="next_open")
+    backtest.add_argument("--stop-loss", type=float, default=None, help="exit at this fraction against the position")
+    backtest.add_argument("--size", type=float, default=1.0, help="position size multiplier (probation: 0.5, 0.25)")
     backtest.add_argument("--json", action="store_true", help="print the metrics as JSON")
     backtest.set_defaults(func=cmd_backtest)
 

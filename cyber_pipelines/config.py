@@ -53,11 +53,12 @@ def _parse(raw: dict, origin: str) -> Settings:
 
 def load_settings(path: str | None = None) -> Settings:
     """Read the pipeline config (``path``, else ``CYBER_CONFIG``, else the packaged default)."""
-    return _load(str(Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG).resolve()))
+    config_path = Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG).resolve()
+    return _load(str(config_path), config_path.stat().st_mtime_ns)  # an edited file is read again
 
 
 @lru_cache(maxsize=8)
-def _load(config_path: str) -> Settings:
+def _load(config_path: str, mtime_ns: int) -> Settings:
     with open(config_path) as fh:
         raw = yaml.safe_load(fh) or {}
     return _parse(raw, config_path)

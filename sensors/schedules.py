@@ -14,13 +14,14 @@ import dagster as dg
 
 from assets.github import github_activity
 from assets.jobs import github_ingest_job, market_ingest_job, moat_ingest_job
-from assets.market import ohlcv_candles
+from assets.market import latest_pair_source, ohlcv_candles
 from assets.moat import moat_records
 from assets.partitions import PAIRS, REPOS, pair_day_key, repo_day_key
-from cyber_pipelines.config import load_settings
+from cyber_pipelines.config import load_settings, market_source
 
 NIGHTLY_CRON = "0 2 * * *"
 BACKFILL_DAYS = 90  # a key with nothing stored gets the 90 days that end yesterday
+EXCHANGE_RETENTION_DAYS = 29  # Kraken serves its latest 720 hourly candles: older days come back empty
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -48,12 +49,13 @@ def ingest_window(last: date | None, yesterday: date, first_day: date) -> tuple[
     return (start, yesterday) if start <= yesterday else None
 
 
-def range_request(run_key: str, first: str, last: str, job_name: str) -> dg.RunRequest:
+def range_request(run_key: str, first: str, last: str, job_name: str, run_config: dict | None = None) -> dg.RunRequest:
     """One run over the partition range ``first..last`` (a single-run backfill)."""
     return dg.RunRequest(
         run_key=run_key,
         tags={RANGE_START: first, RANGE_END: last, "cyber/launched_by": "nightly_schedule"},
         job_name=job_name,
+        run_config=run_config or {},
     )
 
 
@@ -64,10 +66,18 @@ def plan_market(context: dg.ScheduleEvaluationContext, yesterday: date, first_da
     last = last_days(context.instance.get_materialized_partitions(ohlcv_candles.key))
     requests = []
     for pair in sorted(context.instance.get_dynamic_partitions(PAIRS)):
+        # A pair stays with the source it was last ingested from (sources never mix silently).
+        source = latest_pair_source(context.instance, pair) or market_source()
+        if source == "landing":
+            continue  # new landing days arrive as files: the landing sensor asks for them
         window = ingest_window(last.get(pair), yesterday, first_day)
+        if window and source == "ccxt":
+            window = (max(window[0], yesterday - timedelta(days=EXCHANGE_RETENTION_DAYS - 1)), window[1])
         if window:
             first, end = (str(pair_day_key(pair, day)) for day in window)
-            requests.append(range_request(f"nightly:{yesterday}:market:{pair}", first, end, market_ingest_job.name))
+            config = {"ops": {"ohlcv_candles": {"config": {"source": source}}}}
+            run_key = f"nightly:{yesterday}:market:{pair}"
+            requests.append(range_request(run_key, first, end, market_ingest_job.name, config))
     return requests
 
 

@@ -154,3 +154,20 @@ def test_bad_arguments_are_usage_errors_naming_the_value(
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert_no_runs(isolated_dirs / "dagster_home")
+
+
+def test_backtest_cli_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFixture[str]) -> None:
+    import json as _json
+
+    import backtesting
+
+    goog = str(Path(backtesting.__file__).parent / "test" / "GOOG.csv")
+    base = ["backtest", "--data", goog, "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=20", "--json"]
+    assert main(base) == 0
+    full = _json.loads(capsys.readouterr().out)
+    assert main([*base, "--size", "0.5", "--stop-loss", "0.03"]) == 0
+    half = _json.loads(capsys.readouterr().out)
+    assert half["metrics"]["max_drawdown"] > full["metrics"]["max_drawdown"]  # smaller losses at half size
+    assert half["final_equity"] < full["final_equity"]
+    assert main([*base, "--size", "2"]) == 2
+    assert "size_multiplier" in capsys.readouterr().err

@@ -334,3 +334,21 @@ def test_github_sensor_skips_before_the_first_day_and_uses_the_real_clock(
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     assert str(request.partition_key) == f"{yesterday}|ethereum__go-ethereum"
     assert daily_partitions.get_last_partition_key() == yesterday
+
+
+def test_config_partitions_sensor_sees_an_edited_config_file(
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text('start_date: "2024-01-01"\npairs: [BTC/USD]\nrepos: {}\n')
+    monkeypatch.setenv("CYBER_CONFIG", str(config))
+    context = dg.build_sensor_context(instance=instance)
+    first = config_partitions_sensor(context)
+    assert isinstance(first, dg.SensorResult)
+    instance.add_dynamic_partitions("pairs", ["BTC-USD"])
+    config.write_text('start_date: "2024-01-01"\npairs: [BTC/USD, ETH/USD]\nrepos: {}\n')
+    os.utime(config, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a later mtime, whatever the clock
+    edited = config_partitions_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(edited, dg.SensorResult)
+    (add,) = edited.dynamic_partitions_requests or []
+    assert list(add.partition_keys) == ["ETH-USD"]

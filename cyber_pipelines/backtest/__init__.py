@@ -92,6 +92,8 @@ def backtest_csv(
     fee: float = 0.0026,
     slippage: float = 0.0010,
     fill: str = "next_open",
+    stop_loss: float | None = None,
+    size_multiplier: float = 1.0,
 ) -> dict[str, object]:
     """Backtest an OHLCV CSV with a named strategy; JSON-able metrics, trade count and final equity.
 
@@ -103,7 +105,13 @@ def backtest_csv(
     from cyber_pipelines.features.ohlcv_csv import read_ohlcv_csv
 
     strategy = make_strategy(strategy_name, params)
-    config = BacktestConfig(fee=fee, slippage=slippage, fill=fill)  # type: ignore[arg-type]
+    config = BacktestConfig(
+        fee=fee,
+        slippage=slippage,
+        fill=fill,  # type: ignore[arg-type]  # BacktestConfig validates it
+        stop_loss=stop_loss,
+        size_multiplier=size_multiplier,
+    )
     candles = read_ohlcv_csv(path)
     if candles.height < 2:
         raise ValueError(f"{path}: need at least 2 candles to backtest, got {candles.height}")

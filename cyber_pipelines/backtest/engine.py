@@ -120,6 +120,18 @@ def infer_bars_per_year(timestamps: pl.Series) -> float:
     return (timestamps.len() - 1) / (span / _SECONDS_PER_YEAR)
 
 
+def calendar_bars_per_year(timestamps: pl.Series) -> float:
+    """Bars per year of a market that trades around the clock: a year over the typical (median) bar length.
+
+    Unlike ``infer_bars_per_year`` it does not shrink when the sample has holes (crypto data with gaps)."""
+    if timestamps.len() < 2 or not timestamps.dtype.is_temporal():
+        raise ValueError("need at least 2 temporal timestamps to infer the bar length")
+    bar = timestamps.diff().drop_nulls().dt.total_microseconds().median()
+    if bar is None or float(bar) <= 0:  # type: ignore[arg-type]
+        raise ValueError("timestamps must increase to infer the bar length")
+    return _SECONDS_PER_YEAR / (float(bar) / 1e6)  # type: ignore[arg-type]
+
+
 def executed_weights(target: np.ndarray, n: int, config: BacktestConfig) -> np.ndarray:
     """Validated target -> weight held after each bar's fills (axis 0 = bars; 1-D or 2-D)."""
     target = np.asarray(target, dtype=float)
