@@ -92,7 +92,7 @@ def test_backtest_results_write_json_and_curves(pipeline: Pipeline) -> None:
             "stop_loss": None,
             "size_multiplier": 1.0,
             "initial_cash": 10000.0,
-            "bars_per_year": None,
+            "bars_per_year": 24 * 365.25,  # 24/7 hourly bars, not inferred from the sample span
         }
         assert Path(meta["equity_path"]) == pipeline.data / "synthetic" / "backtest_equity" / f"{key}.parquet"
         assert Path(meta["equity_path"]).exists()
