@@ -18,6 +18,7 @@ from fakes.github import FakeCommit, FakeGitHub, FakeRepo
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.github.activity import build_activity, key_to_repo, load_repo_map, repo_to_key
 from cyber_pipelines.github.client import (
+    SETTLE_DAYS,
     ActivityCache,
     GitHubSettings,
     GitHubTransientError,
@@ -30,7 +31,7 @@ from cyber_pipelines.github.client import (
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
 
 CANARY = "ghp_CANARY0123456789abcdefCANARY"
-DAY = (datetime.now(UTC) - timedelta(days=3)).date()  # complete, and inside the stats' 52 weeks
+DAY = (datetime.now(UTC) - timedelta(days=10)).date()  # settled (cacheable), and inside the stats' 52 weeks
 START = datetime.combine(DAY, datetime.min.time(), tzinfo=UTC)
 
 
@@ -332,6 +333,11 @@ def test_cache_prevents_a_second_fetch(tmp_path: Path) -> None:
         fetch_day_activity(gh, repo.full_name, today, cache=cache, stats=False)
         fetch_day_activity(gh, repo.full_name, today, cache=cache, stats=False)
         assert sum(s.path == "/repos/ethereum/go-ethereum" for s in api.requests) == 3
+        # nor is a recent day: late-pushed commits can still land on it
+        recent = today - timedelta(days=SETTLE_DAYS - 1)
+        fetch_day_activity(gh, repo.full_name, recent, cache=cache, stats=False)
+        fetch_day_activity(gh, repo.full_name, recent, cache=cache, stats=False)
+        assert sum(s.path == "/repos/ethereum/go-ethereum" for s in api.requests) == 5
         # an unreadable cache file is ignored and refetched
         (tmp_path / "cache" / "ethereum__go-ethereum" / f"{DAY}.json").write_text("{not json")
         before = len(api.requests)

@@ -148,6 +148,9 @@ class ActivityFetch:
     from_cache: bool
 
 
+SETTLE_DAYS = 7  # days after which late-pushed commits are rare enough to treat a day as final
+
+
 class ActivityCache:
     """Complete days (before today, UTC) by (repo, day), in memory and as JSON under ``folder``."""
 
@@ -173,8 +176,11 @@ class ActivityCache:
         return record
 
     def put(self, repo: str, day: date, record: DayRecord) -> bool:
-        """Store a complete day; returns False (and stores nothing) for today or later."""
-        if day >= datetime.now(UTC).date():
+        """Store a settled day; returns False (and stores nothing) for the last ``SETTLE_DAYS`` days.
+
+        Commits are dated by committer date, and commits pushed or merged later keep their older dates:
+        a recent day can still grow, so only days older than the settle window are treated as final."""
+        if day >= datetime.now(UTC).date() - timedelta(days=SETTLE_DAYS):
             return False
         self._memory[(repo, day)] = record
         path = self._path(repo, day)
