@@ -21,7 +21,7 @@ import polars as pl
 
 from cyber_pipelines.features.indicators import add_indicators
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
-from cyber_pipelines.moat.schema import MOAT_SCHEMA
+from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 
 HOUR = timedelta(hours=1)
 TS = pl.Datetime("us", "UTC")
@@ -126,8 +126,7 @@ def pivot_moat(moat: pl.DataFrame, base_asset: str) -> pl.DataFrame:
     records = moat.select(pl.col(c).cast(t) for c, t in MOAT_SCHEMA.items()).filter(
         pl.col("entity").is_in([base_asset, "*"])
     )
-    key = ["timestamp", "source", "entity", "metric"]
-    repeated = records.filter(pl.struct(key).is_duplicated())
+    repeated = records.filter(pl.struct(MOAT_KEY).is_duplicated())
     if repeated.height:
         raise ValueError(f"moat records repeat (timestamp, source, entity, metric): {repeated.row(0)}")
     name = pl.concat_str(_safe_name("source"), _safe_name("metric"), separator="_")

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
-from cyber_pipelines.market.landing import LandingError, _check_name, _decode, _read_bytes
-from cyber_pipelines.moat.schema import MOAT_SCHEMA
+from cyber_pipelines.market.landing import LandingError, _check_name, _decode, _first_line, _read_bytes
+from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 
 MOAT_COLUMNS = list(MOAT_SCHEMA)
-MOAT_KEY = ["timestamp", "source", "entity", "metric"]
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _HEADER_BYTES = 64 * 1024
 
@@ -86,10 +85,6 @@ def parse_moat_file(path: Path) -> pl.DataFrame:
             raise MoatFileError(f"malformed CSV (ragged or badly quoted rows): {_first_line(exc)}") from exc
         first, where = 2, "line"
     return _validate(_select(raw), first, where)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _select(raw: pl.DataFrame) -> pl.DataFrame:

@@ -11,3 +11,5 @@ MOAT_SCHEMA: dict[str, pl.DataType] = {
     "metric": pl.String(),
     "value": pl.Float64(),
 }
+
+MOAT_KEY = ["timestamp", "source", "entity", "metric"]  # one observation: no two rows share it

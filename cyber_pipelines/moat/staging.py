@@ -7,10 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cyber_pipelines.moat.schema import MOAT_SCHEMA
+from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 from cyber_pipelines.storage import content_hash, write_parquet_atomic
-
-MOAT_KEY = ["timestamp", "source", "entity", "metric"]
 
 
 def stage_moat(records: pl.DataFrame, staging_dir: Path) -> Path:

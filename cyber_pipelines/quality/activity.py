@@ -8,7 +8,7 @@ import great_expectations.expectations as E
 import polars as pl
 
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
-from cyber_pipelines.moat.schema import MOAT_SCHEMA
+from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 from cyber_pipelines.quality.gx import SuiteReport, run_suite
 
 COUNT_COLUMNS = ("commits", "authors", "contributors", "open_issues", "stars")
@@ -56,9 +56,7 @@ def validate_moat_gx(df: pl.DataFrame, days: list[date]) -> SuiteReport:
         ),
         E.ExpectColumnValuesToBeOfType(column="value", type_="float64", description="value is float64"),
         *(E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} has no nulls") for c in MOAT_SCHEMA),
-        E.ExpectCompoundColumnsToBeUnique(
-            column_list=["timestamp", "source", "entity", "metric"], description="no duplicate observation"
-        ),
+        E.ExpectCompoundColumnsToBeUnique(column_list=MOAT_KEY, description="no duplicate observation"),
         E.ExpectColumnValuesToBeBetween(
             column="value", min_value=-1e300, max_value=1e300, description="values are finite"
         ),
