@@ -6,6 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from assets.batch import latest_metadata
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
 from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
@@ -49,12 +50,8 @@ class ComparisonConfig(dg.Config):
 
 def _latest_source(context: dg.AssetExecutionContext, asset: dg.AssetKey, partition: str | None = None) -> str | None:
     """The ``source`` metadata of the asset's latest materialization (of one partition, if given)."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    entry = materialization.metadata.get("source") if materialization else None
-    return entry.value if entry is not None and isinstance(entry.value, str) else None
+    source = (latest_metadata(context.instance, asset, [partition] if partition else None) or {}).get("source")
+    return source if isinstance(source, str) else None
 
 
 @dg.asset(

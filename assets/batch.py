@@ -24,6 +24,20 @@ def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutio
     return list(op_context.partition_keys)
 
 
+def latest_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The metadata values of the asset's latest materialization (among ``partitions``, if given)."""
+    if partitions is not None and not partitions:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
 def write_partitions(
     frames: Mapping[str, pl.DataFrame],
     store: TableStore,

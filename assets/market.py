@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import run_partition_keys, write_partitions
+from assets.batch import latest_metadata, run_partition_keys, write_partitions
 from assets.partitions import pair_day, pair_day_partitions
 from cyber_pipelines.keys import pair_to_key
 from cyber_pipelines.market.schema import OhlcvError, conform_ohlcv, validate_ohlcv
@@ -86,12 +86,5 @@ def ohlcv_candles(
 def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:
     """The source of the pair's most recent ``ohlcv_candles`` materialization, if any."""
     partitions = [k for k in instance.get_materialized_partitions(ohlcv_candles.key) if k.endswith(f"|{pair_key}")]
-    if not partitions:
-        return None
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=ohlcv_candles.key, asset_partitions=partitions), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    source = records[0].asset_materialization.metadata.get("source")
-    return str(source.value) if source is not None else None
+    source = (latest_metadata(instance, ohlcv_candles.key, partitions) or {}).get("source")
+    return str(source) if source is not None else None

@@ -1,6 +1,5 @@
 """Moat layer: alternative feeds (government, logistics, corporate) as long-format records per UTC day."""
 
-import os
 from datetime import date
 
 import dagster as dg
@@ -9,7 +8,7 @@ from pydantic import Field
 
 from assets.batch import run_partition_keys, write_partitions
 from assets.partitions import daily_partitions
-from cyber_pipelines.config import load_settings
+from cyber_pipelines.config import load_settings, resolve_source
 from cyber_pipelines.github.activity import load_repo_map
 from cyber_pipelines.keys import pair_base
 from cyber_pipelines.moat.staging import load_staged_moat
@@ -38,13 +37,6 @@ def moat_parts(partition_key: str) -> tuple[str]:
     return (partition_key,)
 
 
-def _resolve_source(override: str) -> str:
-    source = override or os.environ.get("CYBER_MOAT_SOURCE") or "synthetic"
-    if source not in MOAT_SOURCES:
-        raise dg.Failure(f"unknown moat source {source!r}; expected one of {MOAT_SOURCES}")
-    return source
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -62,7 +54,7 @@ def moat_records(
     market: MarketDataResource,
     storage: StorageResource,
 ) -> dg.MaterializeResult:
-    source = _resolve_source(config.source)
+    source = resolve_source("moat", MOAT_SOURCES, config.source)
     settings = load_settings()
     frames = {}
     for key in run_partition_keys(context):

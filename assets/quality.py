@@ -11,7 +11,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from assets.batch import run_partition_keys
+from assets.batch import latest_metadata, run_partition_keys
 from assets.features import pair_features
 from assets.github import activity_parts, github_activity
 from assets.market import ohlcv_candles, ohlcv_parts
@@ -51,12 +51,10 @@ def stored_frames(
 ) -> tuple[dict[str, pl.DataFrame], str]:
     """The stored frame of every partition in the run, and the source they were written from."""
     keys = run_partition_keys(context)
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[keys[-1]]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
+    metadata = latest_metadata(context.instance, asset_key, [keys[-1]])
+    if metadata is None:
         raise dg.Failure(f"{asset_key.to_user_string()} {keys[-1]} has no materialization to check")
-    source = str(records[0].asset_materialization.metadata["source"].value)
+    source = str(metadata["source"])
     return {key: store.read(source, table, *parts_of(key)) for key in keys}, source
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -110,9 +109,10 @@ def cmd_export_ohlcv(args: argparse.Namespace) -> int:
 
 
 def cmd_export_github(args: argparse.Namespace) -> int:
+    from cyber_pipelines.config import resolve_source
     from cyber_pipelines.github.activity import repo_to_key
 
-    args.source = args.source or os.environ.get("CYBER_GITHUB_SOURCE") or "synthetic"
+    args.source = resolve_source("github", GITHUB_SOURCES, args.source)
     return _export_days(args, "github_activity", repo_to_key(args.repo), args.repo)
 
 

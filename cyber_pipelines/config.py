@@ -76,9 +76,15 @@ def landing_dir() -> Path:
     return Path(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "inbox").resolve()
 
 
+def resolve_source(kind: str, allowed: tuple[str, ...], *choices: str | None) -> str:
+    """The first non-empty of ``choices`` (run config, resource), else ``CYBER_<KIND>_SOURCE``, else synthetic."""
+    variable = f"CYBER_{kind.upper()}_SOURCE"
+    source = next((c for c in choices if c), None) or os.environ.get(variable) or "synthetic"
+    if source not in allowed:
+        raise ValueError(f"unknown {kind} source {source!r} (run config or {variable}); expected one of {allowed}")
+    return source
+
+
 def market_source() -> str:
     """Default market source (``CYBER_MARKET_SOURCE``): synthetic, ccxt or landing."""
-    source = os.environ.get("CYBER_MARKET_SOURCE") or "synthetic"
-    if source not in MARKET_SOURCES:
-        raise ValueError(f"CYBER_MARKET_SOURCE={source!r}; expected one of {MARKET_SOURCES}")
-    return source
+    return resolve_source("market", MARKET_SOURCES)

@@ -139,13 +139,9 @@ def build_features(pairs: Sequence[str], source: str, instance: dg.DagsterInstan
 
 
 def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return {}
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    from assets.batch import latest_metadata
+
+    return latest_metadata(instance, dg.AssetKey(asset), [partition] if partition else None) or {}
 
 
 def leadlag_summary(instance: dg.DagsterInstance, pairs: Sequence[str]) -> str:

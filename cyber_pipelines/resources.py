@@ -46,10 +46,7 @@ class MarketDataResource(dg.ConfigurableResource):
     landing_dir: str = ""  # empty: CYBER_LANDING_DIR
 
     def resolve_source(self, override: str | None = None) -> str:
-        source = override or self.source or config.market_source()
-        if source not in MARKET_SOURCES:
-            raise ValueError(f"unknown market source {source!r}; expected one of {MARKET_SOURCES}")
-        return source
+        return config.resolve_source("market", MARKET_SOURCES, override, self.source)
 
     def landing_path(self) -> Path:
         return Path(self.landing_dir).resolve() if self.landing_dir else config.landing_dir()
@@ -96,10 +93,7 @@ class GitHubResource(dg.ConfigurableResource):
     cache_dir: str = ""  # empty: <data>/github_cache
 
     def resolve_source(self, override: str | None = None) -> str:
-        source = override or self.source or os.environ.get("CYBER_GITHUB_SOURCE") or "synthetic"
-        if source not in GITHUB_SOURCES:
-            raise ValueError(f"unknown GitHub source {source!r}; expected one of {GITHUB_SOURCES}")
-        return source
+        return config.resolve_source("github", GITHUB_SOURCES, override, self.source)
 
     def fetch_day(self, repo: str, day: date, source: str) -> pl.DataFrame:
         from cyber_pipelines.github.activity import build_activity, load_repo_map
