@@ -1,6 +1,7 @@
 """Backtest layer: each pair's strategies against the TA baseline, and an equal-weight portfolio comparison."""
 
 import hashlib
+from collections import Counter
 from typing import Literal
 
 import dagster as dg
@@ -142,6 +143,15 @@ def strategy_comparison(
         raise dg.Failure(f"no stored {source} backtest results for any of the pairs {pair_keys}")
     try:
         results: dict[str, PairBacktest] = {k: load_pair_backtest(store, source, k) for k in present}
+        # Only like with like: pairs backtested with other costs or sizing are left out, and said so.
+        configs = Counter(r.config for r in results.values())
+        common = configs.most_common(1)[0][0]
+        other = sorted(k for k, r in results.items() if r.config != common)
+        if other:
+            context.log.warning(f"left out {', '.join(other)}: backtested with other settings than {common}")
+            missing += other
+            present = [k for k in present if k not in other]
+            results = {k: results[k] for k in present}
         comparison = compare_portfolio(results)
     except (FileNotFoundError, ValueError) as exc:
         raise dg.Failure(f"cannot compare the {source} backtests: {exc}") from exc

@@ -164,6 +164,11 @@ def test_run_config_sets_the_costs(pipeline: Pipeline) -> None:
             resources=pipeline.resources(),
             run_config={"ops": {"backtest_results": {"config": {"fill": "midpoint"}}}},
         )
+    # ETH-USD now stands with other costs than BTC-USD: the comparison leaves it out and says so
+    mixed = dg.materialize([strategy_comparison], instance=pipeline.instance, resources=pipeline.resources())
+    assert mixed.success
+    mixed_meta = metadata(mixed, "strategy_comparison")
+    assert mixed_meta["pairs"] == "BTC-USD" and "ETH-USD" in mixed_meta["pairs_missing"]
 
 
 def test_automation_backtests_new_features_then_compares() -> None:
