@@ -7,6 +7,7 @@ downstream assets in the same run, and automation waits on ``all_deps_blocking_c
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -48,14 +49,14 @@ def stored_frames(
     store: TableStore,
     table: str,
     parts_of: Callable[[str], tuple[str, ...]],
-) -> tuple[dict[str, pl.DataFrame], str]:
-    """The stored frame of every partition in the run, and the source they were written from."""
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """The stored frame of every partition in the run, and the metadata of the latest materialization."""
     keys = run_partition_keys(context)
     metadata = latest_metadata(context.instance, asset_key, [keys[-1]])
     if metadata is None:
         raise dg.Failure(f"{asset_key.to_user_string()} {keys[-1]} has no materialization to check")
     source = str(metadata["source"])
-    return {key: store.read(source, table, *parts_of(key)) for key in keys}, source
+    return {key: store.read(source, table, *parts_of(key)) for key in keys}, metadata
 
 
 def gx_checks(
@@ -64,7 +65,7 @@ def gx_checks(
     table: str,
     parts_of: Callable[[str], tuple[str, ...]],
     groups: Sequence[Group],
-    validate: Callable[[dict[str, pl.DataFrame], TableStore, str], SuiteReport],
+    validate: Callable[[dict[str, pl.DataFrame], dict[str, Any]], SuiteReport],
 ) -> dg.AssetChecksDefinition:
     """A multi-asset check running GX on the run's stored partitions of ``asset``, one check per group."""
     specs = [dg.AssetCheckSpec(g, asset=asset, blocking=True, description=d) for g, d, _ in groups]
@@ -74,8 +75,9 @@ def gx_checks(
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> Iterator[dg.AssetCheckResult]:
         store = storage.store()
-        frames, source = stored_frames(context, asset.key, store, table, parts_of)
-        report = validate(frames, store, source)
+        frames, metadata = stored_frames(context, asset.key, store, table, parts_of)
+        source = str(metadata["source"])
+        report = validate(frames, metadata)
         buckets: dict[str, list[ExpectationOutcome]] = {g: [] for g, _, _ in groups}
         for outcome in report.results:
             group = next(g for g, _, match in groups if match(outcome))
@@ -102,7 +104,7 @@ def gx_checks(
     return _check
 
 
-def _ohlcv(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
+def _ohlcv(frames: dict[str, pl.DataFrame], metadata: dict[str, Any]) -> SuiteReport:
     by_pair: dict[str, list[str]] = {}
     for key in frames:
         by_pair.setdefault(pair_day(key)[0], []).append(key)
@@ -149,11 +151,11 @@ ohlcv_quality_checks = gx_checks(
 )
 
 
-def _activity(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
+def _activity(frames: dict[str, pl.DataFrame], metadata: dict[str, Any]) -> SuiteReport:
     return validate_activity_gx(pl.concat(frames.values()), [repo_day(key) for key in frames])
 
 
-def _moat(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
+def _moat(frames: dict[str, pl.DataFrame], metadata: dict[str, Any]) -> SuiteReport:
     return validate_moat_gx(pl.concat(frames.values()), [date.fromisoformat(key) for key in frames])
 
 
@@ -192,12 +194,13 @@ moat_quality_checks = gx_checks(
 )
 
 
-def _features(frames: dict[str, pl.DataFrame], store: TableStore, source: str) -> SuiteReport:
+def _features(frames: dict[str, pl.DataFrame], metadata: dict[str, Any]) -> SuiteReport:
     return merge_reports(
         "features",
         (
-            validate_features_gx(frame, store.scan(source, "ohlcv", pair_key).select(pl.len()).collect().item())
-            for pair_key, frame in frames.items()
+            # the candles the table was built from (recounting the store now would race new ingests)
+            validate_features_gx(frame, int(metadata["candle_rows"]))
+            for frame in frames.values()
         ),
     )
 
