@@ -17,6 +17,7 @@ import pytest
 from dagster._serdes import serialize_value
 from fakes.github import FakeCommit, FakeGitHub, FakeRepo
 from polars.testing import assert_frame_equal
+from run_results import check_outcomes, failure_text, tag
 
 import cyber_pipelines.github.client as client_module
 from assets.github import github_activity
@@ -73,23 +74,6 @@ def activity_run(
         run_config={"ops": {"github_activity": {"config": {"source": source}}}},
         resources={"github": gh, "storage": StorageResource()},
         raise_on_error=False,
-    )
-
-
-def tag(mat: dg.AssetMaterialization, name: str) -> str:
-    assert mat.tags is not None and name in mat.tags, mat.tags
-    return mat.tags[name]
-
-
-def check_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        e.step_failure_data.error.to_string()
-        for e in result.all_events
-        if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
     )
 
 

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from fakes.kraken import FakeKraken
 from polars.testing import assert_frame_equal
+from run_results import check_outcomes, failure_text, tag
 
 import cyber_pipelines.market.exchange as exchange_module
 import cyber_pipelines.resources as resources_module
@@ -67,23 +68,6 @@ def materializations(
     result: dg.ExecuteInProcessResult, node: str = "ohlcv_candles"
 ) -> dict[str, dg.AssetMaterialization]:
     return {str(m.partition): m for m in result.asset_materializations_for_node(node)}
-
-
-def tag(mat: dg.AssetMaterialization, name: str) -> str:
-    assert mat.tags is not None and name in mat.tags, mat.tags
-    return mat.tags[name]
-
-
-def check_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        e.step_failure_data.error.to_string()
-        for e in result.all_events
-        if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
-    )
 
 
 def stored_path(data: Path, source: str, pair_key: str, day: date) -> Path:
