@@ -198,3 +198,23 @@ def test_is_moat_file_routes_by_header(tmp_path: Path) -> None:
     assert not is_moat_file(tmp_path / "ln.csv") and not is_moat_file(tmp_path / "missing.csv")
     assert not is_moat_file(tmp_path)
     assert parse_moat_file(moat_csv).height == 1
+
+
+def test_a_moat_file_staged_again_wins_over_files_staged_since(tmp_path: Path) -> None:
+    from datetime import UTC, date, datetime
+
+    import polars as pl
+
+    from cyber_pipelines.moat.schema import MOAT_SCHEMA
+    from cyber_pipelines.moat.staging import load_staged_moat, stage_moat
+
+    def records(value: float) -> pl.DataFrame:
+        row = (datetime(2024, 3, 10, 6, tzinfo=UTC), "government", "ETH", "filings", value)
+        return pl.DataFrame([row], schema=MOAT_SCHEMA, orient="row")
+
+    staging = tmp_path / "staged_moat"
+    stage_moat(records(1.0), staging)
+    stage_moat(records(2.0), staging)
+    assert load_staged_moat(staging, date(2024, 3, 10))["value"].to_list() == [2.0]
+    stage_moat(records(1.0), staging)  # the first file dropped again: it is the latest word
+    assert load_staged_moat(staging, date(2024, 3, 10))["value"].to_list() == [1.0]

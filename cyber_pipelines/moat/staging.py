@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import date
 from pathlib import Path
 
@@ -12,10 +14,15 @@ from cyber_pipelines.storage import content_hash, write_parquet_atomic
 
 
 def stage_moat(records: pl.DataFrame, staging_dir: Path) -> Path:
-    """Write validated records to ``staging_dir/<content hash>.parquet`` (idempotent)."""
+    """Write validated records to ``staging_dir/<content hash>.parquet`` (idempotent).
+
+    Staging marks the file as the newest (mtime), so a file dropped again wins over files staged since."""
     path = staging_dir / f"{content_hash(records)}.parquet"
     if not path.exists():
         write_parquet_atomic(records, path)
+    newest = max((p.stat().st_mtime_ns for p in staging_dir.glob("*.parquet") if p != path), default=0)
+    stamp = max(time.time_ns(), newest + 1_000)
+    os.utime(path, ns=(stamp, stamp))
     return path
 
 
