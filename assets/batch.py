@@ -1,19 +1,30 @@
-"""Materialize one or many partitions in a single run (single-run backfills).
+"""Write-audit-publish for the ingest assets, one or many month partitions in a single run.
 
-Dagster records one materialization per partition but takes one metadata set and one DataVersion for
-the run: a one-partition run reports that partition's content hash; a range reports a hash over the
-partitions' hashes and a Markdown table with each partition's rows and hash.
+The ingest asset fetches candidate rows per UTC day and holds them in memory; the layer's GX suite
+(``cyber_pipelines.quality``) audits them; then, per month partition, only the days that passed every
+check replace their stored version, in one atomic write of the month's file. Each partition gets its
+own materialization (path, rows, first/last timestamp, published and blocked days, and its own
+content-hash DataVersion) and its own result for every blocking check, naming the failing days and
+rows. A month in which no day passed records no materialization: its previous version stays the
+latest. A failing day fails the run after everything that passed was published.
 """
 
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from cyber_pipelines.quality.audit import DayAudit, DayFailure
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.storage import TableStore, content_hash
+
+# Dagster reads a materialization's data and code versions from these tags; setting them on each
+# partition's own event gives every partition of a range run its own DataVersion.
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
 
 
 def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
@@ -21,7 +32,7 @@ def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutio
     op_context = context.op_execution_context if isinstance(context, dg.AssetCheckExecutionContext) else context
     if not (op_context.has_partition_key or op_context.has_partition_key_range):
         raise dg.Failure("run this with a partition or a partition range")
-    return list(op_context.partition_keys)
+    return [str(k) for k in op_context.partition_keys]
 
 
 def latest_metadata(
@@ -38,41 +49,128 @@ def latest_metadata(
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def write_partitions(
-    frames: Mapping[str, pl.DataFrame],
+def blocking_check_specs(
+    asset_key: str, checks: Mapping[str, str], partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetCheckSpec]:
+    """One blocking, partitioned check per named check of the layer's GX suite."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset_key, description=description, blocking=True, partitions_def=partitions_def)
+        for name, description in checks.items()
+    ]
+
+
+@dataclass(frozen=True)
+class MonthPartition:
+    """One month partition of a run: its key, storage path parts, subject (pair, repo) and days."""
+
+    key: str
+    parts: tuple[str, ...]
+    subject: str
+    days: list[date]
+
+
+def day_span(days: list[date]) -> str:
+    if not days:
+        return "none"
+    return days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
+
+
+def _failure_table(failures: list[DayFailure]) -> dg.MetadataValue:
+    frame = pl.DataFrame(
+        {
+            "day": [f.day.isoformat() for f in failures],
+            "rule": [f.rule for f in failures],
+            "detail": [f.detail for f in failures],
+        }
+    )
+    return dg.MetadataValue.md(markdown_table(frame.head(50)))
+
+
+def failure_line(subject: str, failures: list[DayFailure]) -> str:
+    """``BTC/USD 2024-01-18: ohlcv_price_integrity (low > 0: 1 row(s), first at ...)``, one per day."""
+    by_day: dict[date, list[DayFailure]] = {}
+    for f in failures:
+        by_day.setdefault(f.day, []).append(f)
+    return "; ".join(
+        f"{subject} {day}: " + ", ".join(f"{f.check} ({f.rule}: {f.detail})" for f in fs[:3])
+        for day, fs in sorted(by_day.items())
+    )
+
+
+def publish_audited(
+    context: dg.AssetExecutionContext,
+    *,
     store: TableStore,
     source: str,
     table: str,
-    parts_of: Callable[[str], tuple[str, ...]],
-    metadata: Mapping[str, Any],
-) -> dg.MaterializeResult:
-    """Write every frame atomically (after all were produced) and describe them for the UI."""
-    hashes: dict[str, str] = {}
-    for key, frame in frames.items():
-        store.write(frame, source, table, *parts_of(key))
-        hashes[key] = content_hash(frame)
-    if len(hashes) == 1:
-        version = next(iter(hashes.values()))
-    else:
-        lines = "\n".join(f"{k}:{v}" for k, v in sorted(hashes.items()))
-        version = hashlib.sha256(lines.encode()).hexdigest()[:24]
-    overview = pl.DataFrame(
-        {
-            "partition": list(hashes),
-            "rows": [frames[k].height for k in hashes],
-            "content_hash": list(hashes.values()),
-        }
-    )
-    first = next(iter(frames))
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            "source": source,
-            "partitions": len(frames),
-            "rows": sum(f.height for f in frames.values()),
-            "path": dg.MetadataValue.path(str(store.path(source, table, *parts_of(first)))),
-            "content_hash": version,
-            **metadata,
-            "partitions_written": dg.MetadataValue.md(markdown_table(overview)),
-        },
-    )
+    partition: MonthPartition,
+    candidates: Mapping[date, pl.DataFrame],
+    audit: DayAudit,
+    observed: Callable[[str, pl.DataFrame], Mapping[str, Any]] = lambda check, summary: {},
+    describe: Callable[[pl.DataFrame], Mapping[str, Any]] = lambda published: {},
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Publish the partition's passing days and report its materialization and check results."""
+    asset_key = context.assets_def.key
+    fetched = [d for d in partition.days if d in candidates]
+    failed = audit.failed_days()
+    passed = {d: candidates[d] for d in fetched if d not in failed}
+    blocked = [d for d in fetched if d in failed]
+    month_summary = audit.summary.filter(pl.col("day").is_in(fetched))
+    if passed:
+        published, path = store.publish_days(passed, source, table, *partition.parts)
+        version = content_hash(published)
+        yield dg.AssetMaterialization(
+            asset_key=asset_key,
+            partition=partition.key,
+            tags={DATA_VERSION_TAG: version, CODE_VERSION_TAG: str(context.assets_def.code_versions_by_key[asset_key])},
+            metadata={
+                "source": source,
+                "subject": partition.subject,
+                "path": dg.MetadataValue.path(str(path)),
+                "rows": published.height,
+                "first_timestamp": str(published["timestamp"].min()),
+                "last_timestamp": str(published["timestamp"].max()),
+                "days_published": day_span(sorted(passed)),
+                "days_blocked": ", ".join(d.isoformat() for d in blocked) or "none",
+                "days_kept": len({*published["timestamp"].dt.date().to_list()} - set(passed)),
+                "content_hash": version,
+                **describe(published),
+            },
+        )
+    for check in audit.checks:
+        failures = audit.failures_on(set(fetched), check)
+        outcomes = [o for o in audit.outcomes if o.check == check]
+        yield dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=check,
+            passed=not failures and bool(fetched),
+            partition=partition.key,
+            blocking=True,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=failure_line(partition.subject, failures) if failures else None,
+            metadata={
+                "subject": partition.subject,
+                "source": source,
+                "days_validated": day_span(fetched),
+                "rows_validated": sum(candidates[d].height for d in fetched),
+                "failed_days": ", ".join(sorted({f.day.isoformat() for f in failures})) or "none",
+                "expectations": ", ".join(o.name for o in outcomes),
+                **({"failures": _failure_table(failures)} if failures else {}),
+                **observed(check, month_summary),
+            },
+        )
+
+
+def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+    """The check outputs of the step (results are reported per partition as evaluations)."""
+    for key in context.selected_asset_check_keys:
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+
+
+def fail_if_blocked(what: str, lines: list[str]) -> None:
+    """After publishing what passed: fail the step with one line naming the blocked days."""
+    if lines:
+        raise dg.Failure(
+            description=f"{what}: blocked by blocking checks, not published (previous versions kept): "
+            + "; ".join(lines),
+        )

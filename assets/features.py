@@ -1,12 +1,13 @@
 """Feature layer: per-pair indicator + point-in-time cross-source tables, and the lead-lag report."""
 
 import base64
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from assets.gates import failed_blocking_checks
+from assets.batch import blocking_check_specs
 from assets.github import github_activity
 from assets.market import latest_pair_source, ohlcv_candles
 from assets.moat import moat_records
@@ -16,6 +17,8 @@ from cyber_pipelines.features.indicators import WARMUP_BARS
 from cyber_pipelines.features.inputs import PairInputs, load_pair_inputs
 from cyber_pipelines.features.leadlag import lead_lag_for_pair, leadlag_markdown, leadlag_plot_png
 from cyber_pipelines.keys import key_to_pair, pair_base, pair_to_key
+from cyber_pipelines.quality.features import FEATURES_CHECKS, audit_features
+from cyber_pipelines.quality.gx import SuiteReport, outcomes_markdown
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.storage import TableStore, content_hash
@@ -23,11 +26,10 @@ from cyber_pipelines.storage import TableStore, content_hash
 FEATURES_CODE_VERSION = "features-1"
 LEADLAG_CODE_VERSION = "leadlag-1"
 
-# Run when upstream data changed and no upstream blocking check failed. Not eager(): the upstream
-# partitions span every day since the start date, most of which a research instance never fills. Not
-# all_deps_blocking_checks_passed(): our checks are unpartitioned (one GX run per range run), and with
-# concurrent partition runs the latest check often targets another partition's materialization, which
-# Dagster then treats as not passed, blocking forever. A failed blocking check still blocks.
+# Run when upstream data changed and no upstream blocking check failed. The ingest checks are
+# partitioned like their assets (month x pair), so "failed" is per pair-month: a pair with a blocked
+# month waits until that month passes, other pairs go on. Not all_deps_blocking_checks_passed(): it is
+# true when *any* mapped upstream partition passed, and months never ingested have no result at all.
 NO_FAILED_UPSTREAM_CHECK = ~dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
 ).with_label("no_upstream_blocking_check_failed")
@@ -38,8 +40,6 @@ DEPS_UPDATED_AND_CHECKED = (
     & ~dg.AutomationCondition.in_progress()
     & NO_FAILED_UPSTREAM_CHECK
 ).with_label("deps_updated_and_no_blocking_check_failed")
-
-OHLCV_CHECK_NAMES = ("ohlcv_schema", "ohlcv_timestamps", "ohlcv_price_integrity", "ohlcv_volume", "ohlcv_gap_ratio")
 
 PER_PAIR_DEPS = [
     dg.AssetDep(
@@ -64,14 +64,6 @@ def _load(context: dg.AssetExecutionContext, market: MarketDataResource, store: 
     """The pair's inputs from ``source``, else from where its candles were last ingested, else the default."""
     pair = key_to_pair(context.partition_key)
     source = source or latest_pair_source(context.instance, context.partition_key) or ""
-    failed = failed_blocking_checks(
-        context.instance, ohlcv_candles.key, OHLCV_CHECK_NAMES, lambda k: k.endswith(f"|{context.partition_key}")
-    )
-    if failed:
-        raise dg.Failure(
-            f"{pair}: the latest ingest of some of its candles failed blocking checks: {', '.join(failed)}. "
-            "Fix or re-ingest those days first; nothing was written."
-        )
     try:
         inputs = load_pair_inputs(store, market.resolve_source(source or None), pair)
     except FileNotFoundError as exc:
@@ -85,9 +77,34 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
+def _feature_check_results(reports: list[SuiteReport]) -> list[dg.AssetCheckResult]:
+    """One result per features check, from the outcomes tagged with it."""
+    results = []
+    for check in FEATURES_CHECKS:
+        outcomes = [o for r in reports for o in r.results if o.check == check]
+        failed = [o for o in outcomes if not o.success]
+        results.append(
+            dg.AssetCheckResult(
+                check_name=check,
+                passed=not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(f"{o.name}: {o.summary}" for o in failed[:3]) or None,
+                metadata={
+                    "rows": reports[0].rows,
+                    "expectations": len(outcomes),
+                    "failed": ", ".join(o.name for o in failed) or "none",
+                    "results": dg.MetadataValue.md(outcomes_markdown(outcomes)),
+                },
+            )
+        )
+    return results
+
+
 @dg.asset(
     partitions_def=pair_partitions,
     deps=PER_PAIR_DEPS,
+    check_specs=blocking_check_specs("pair_features", FEATURES_CHECKS, pair_partitions),
+    output_required=False,
     group_name="features",
     kinds={"polars", "parquet"},
     code_version=FEATURES_CODE_VERSION,
@@ -96,12 +113,13 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
         "One pair's feature table over every stored day: RSI (Wilder 14), MACD 12/26/9, Bollinger 20/2, EMAs, "
         "ATR 14, log returns, realized volatility, volume z-score, plus GitHub and moat activity joined as of "
         "each bar with a publication lag (no look-ahead) and an activity z-score. "
-        "Stored under `<data>/<source>/features/<PAIR>.parquet`."
+        "Write-audit-publish: the GX suite audits the table first; only a passing table replaces "
+        "`<data>/<source>/features/<PAIR>.parquet`."
     ),
 )
 def pair_features(
     context: dg.AssetExecutionContext, config: FeatureConfig, market: MarketDataResource, storage: StorageResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     store = storage.store()
     inputs = _load(context, market, store, config.source)
     table = build_feature_table(
@@ -112,12 +130,17 @@ def pair_features(
         publication_lag=timedelta(hours=config.publication_lag_hours),
         repos=inputs.repos,
     )
+    checks = _feature_check_results(audit_features(table, inputs.candles.height))
+    if not all(c.passed for c in checks):
+        yield from checks  # nothing written: the previous table stays; the failed check fails the step
+        return
     path = store.write(table, inputs.market_source, "features", pair_to_key(inputs.pair))
     version = content_hash(table)
     last = table.tail(1).row(0, named=True)
     latest = {k: last[k] for k in ("rsi_14", "macd_hist", "realized_vol_24", "activity_score") if k in last}
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(version),
+        check_results=checks,
         metadata={
             "source": inputs.market_source,
             "activity_source": inputs.github_source,

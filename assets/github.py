@@ -1,16 +1,26 @@
-"""GitHub layer: hourly repository activity per repo and UTC day."""
+"""GitHub layer: hourly repository activity per repo and month, audited per UTC day before it is published."""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import run_partition_keys, write_partitions
-from assets.partitions import repo_day, repo_day_partitions
+from assets.batch import (
+    MonthPartition,
+    blocking_check_specs,
+    check_outputs,
+    fail_if_blocked,
+    failure_line,
+    publish_audited,
+    run_partition_keys,
+)
+from assets.partitions import month_days, repo_month, repo_month_partitions
 from cyber_pipelines.github.activity import repo_to_key
-from cyber_pipelines.report import markdown_table
+from cyber_pipelines.quality.activity import GITHUB_CHECKS, audit_activity
 from cyber_pipelines.resources import GitHubResource, StorageResource
 
-GITHUB_CODE_VERSION = "github-activity-1"
+GITHUB_CODE_VERSION = "github-activity-2"
 
 
 class GitHubActivityConfig(dg.Config):
@@ -18,22 +28,33 @@ class GitHubActivityConfig(dg.Config):
 
 
 def activity_parts(partition_key: str) -> tuple[str, str]:
-    """Storage path parts of a repo-day partition: ``(ethereum__go-ethereum, 2024-01-05)``."""
-    repo, day = repo_day(partition_key)
-    return repo_to_key(repo), day.isoformat()
+    """Storage path parts of a repo-month partition: ``(ethereum__go-ethereum, 2024-01)``."""
+    repo, month = repo_month(partition_key)
+    return repo_to_key(repo), month.strftime("%Y-%m")
+
+
+def _describe(published: pl.DataFrame) -> dict[str, float | int]:
+    return {
+        "commits": int(published["commits"].sum()),
+        "dependency_entropy_mean": round(float(published["dependency_entropy"].mean() or 0.0), 4),  # type: ignore[arg-type]
+        "novelty_mean": round(float(published["novelty"].mean() or 0.0), 4),  # type: ignore[arg-type]
+    }
 
 
 @dg.asset(
-    partitions_def=repo_day_partitions,
+    partitions_def=repo_month_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=blocking_check_specs("github_activity", GITHUB_CHECKS, repo_month_partitions),
+    output_required=False,
     group_name="github",
     kinds={"github", "polars", "parquet"},
     code_version=GITHUB_CODE_VERSION,
     pool="github_api",
     description=(
-        "Hourly commit activity of one repository for one UTC day: commits and unique authors per hour, "
-        "day-level contributors, open issues, stars, dependency entropy and novelty. "
-        "Stored under `<data>/<source>/github_activity/<owner__name>/<day>.parquet`."
+        "Hourly commit activity of one repository for one calendar month (the open month up to yesterday): "
+        "commits and unique authors per hour, day-level contributors, open issues, stars, dependency entropy "
+        "and novelty. Audited per UTC day; passing days are stored under "
+        "`<data>/<source>/github_activity/<owner__name>/<YYYY-MM>.parquet`."
     ),
 )
 def github_activity(
@@ -41,31 +62,30 @@ def github_activity(
     config: GitHubActivityConfig,
     github: GitHubResource,
     storage: StorageResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = github.resolve_source(config.source or None)
-    keys = run_partition_keys(context)
-    frames = {key: github.fetch_day(*repo_day(key), source) for key in keys}
-    activity = pl.concat(frames.values())
-    daily = activity.group_by("repo").agg(
-        commits=pl.col("commits").sum(),
-        peak_hour_commits=pl.col("commits").max(),
-        contributors=pl.col("contributors").max(),
-        dependency_entropy=pl.col("dependency_entropy").mean(),
-        novelty=pl.col("novelty").mean(),
-        open_issues=pl.col("open_issues").last(),
-        stars=pl.col("stars").last(),
-    )
-    context.log.info(f"{source}: {int(activity['commits'].sum())} commits in {len(keys)} repo-day partition(s)")
-    return write_partitions(
-        frames,
-        storage.store(),
-        source,
-        "github_activity",
-        activity_parts,
-        {
-            "commits": int(activity["commits"].sum()),
-            "dependency_entropy_mean": float(activity["dependency_entropy"].mean() or 0.0),  # type: ignore[arg-type]
-            "novelty_mean": float(activity["novelty"].mean() or 0.0),  # type: ignore[arg-type]
-            "by_repo": dg.MetadataValue.md(markdown_table(daily.sort("repo"))),
-        },
-    )
+    store = storage.store()
+    by_repo: dict[str, list[MonthPartition]] = {}
+    for key in run_partition_keys(context):
+        repo, month = repo_month(key)
+        by_repo.setdefault(repo, []).append(MonthPartition(key, activity_parts(key), repo, month_days(month)))
+    yield from check_outputs(context)
+    blocked = []
+    for repo, partitions in by_repo.items():
+        candidates = github.fetch_days(repo, [d for p in partitions for d in p.days], source)
+        context.log.info(f"{source}: {repo}, {len(candidates)} days fetched, auditing")
+        audit = audit_activity(repo, candidates)
+        for partition in partitions:
+            yield from publish_audited(
+                context,
+                store=store,
+                source=source,
+                table="github_activity",
+                partition=partition,
+                candidates=candidates,
+                audit=audit,
+                describe=_describe,
+            )
+        if audit.failures:
+            blocked.append(failure_line(repo, list(audit.failures)))
+    fail_if_blocked("github_activity", blocked)

@@ -7,27 +7,27 @@ from assets.features import lead_lag_report, pair_features
 from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
-from assets.partitions import daily_partitions, pair_day_partitions, pair_partitions, repo_day_partitions
+from assets.partitions import monthly_partitions, pair_month_partitions, pair_partitions, repo_month_partitions
 
 market_ingest_job = dg.define_asset_job(
     "market_ingest",
     selection=dg.AssetSelection.assets(ohlcv_candles),
-    partitions_def=pair_day_partitions,
-    description="Ingest one pair-day of OHLCV candles and run its blocking quality checks.",
+    partitions_def=pair_month_partitions,
+    description="Ingest pair-months of OHLCV candles: audit each day with the GX checks, publish what passed.",
 )
 
 github_ingest_job = dg.define_asset_job(
     "github_ingest",
     selection=dg.AssetSelection.assets(github_activity),
-    partitions_def=repo_day_partitions,
-    description="Ingest one repo-day of GitHub activity and run its blocking quality checks.",
+    partitions_def=repo_month_partitions,
+    description="Ingest repo-months of GitHub activity: audit each day with the GX checks, publish what passed.",
 )
 
 moat_ingest_job = dg.define_asset_job(
     "moat_ingest",
     selection=dg.AssetSelection.assets(moat_records),
-    partitions_def=daily_partitions,
-    description="Ingest one day of moat records and run its blocking quality checks.",
+    partitions_def=monthly_partitions,
+    description="Ingest months of moat records: audit each day with the blocking GX checks, publish what passed.",
 )
 
 features_job = dg.define_asset_job(

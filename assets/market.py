@@ -1,16 +1,29 @@
-"""Market layer: hourly OHLCV candles per pair and UTC day, from the configured source."""
+"""Market layer: hourly OHLCV candles per pair and month, audited per UTC day before they are published."""
+
+from collections.abc import Iterator
+from datetime import date
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import latest_metadata, run_partition_keys, write_partitions
-from assets.partitions import pair_day, pair_day_partitions
+from assets.batch import (
+    MonthPartition,
+    blocking_check_specs,
+    check_outputs,
+    fail_if_blocked,
+    failure_line,
+    latest_metadata,
+    publish_audited,
+    run_partition_keys,
+)
+from assets.partitions import month_days, pair_month, pair_month_partitions
+from cyber_pipelines.config import load_settings
 from cyber_pipelines.keys import pair_to_key
-from cyber_pipelines.market.schema import OhlcvError, conform_ohlcv, validate_ohlcv
+from cyber_pipelines.quality.ohlcv import HOURS_PER_DAY, OHLCV_CHECKS, audit_ohlcv
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 
-OHLCV_CODE_VERSION = "ohlcv-1"
+OHLCV_CODE_VERSION = "ohlcv-2"
 
 
 class OhlcvConfig(dg.Config):
@@ -20,41 +33,35 @@ class OhlcvConfig(dg.Config):
 
 
 def ohlcv_parts(partition_key: str) -> tuple[str, str]:
-    """Storage path parts of a pair-day partition: ``(BTC-USD, 2024-01-05)``."""
-    pair, day = pair_day(partition_key)
-    return pair_to_key(pair), day.isoformat()
+    """Storage path parts of a pair-month partition: ``(BTC-USD, 2024-01)``."""
+    pair, month = pair_month(partition_key)
+    return pair_to_key(pair), month.strftime("%Y-%m")
 
 
-def fetch_candles(market: MarketDataResource, source: str, partition_key: str) -> pl.DataFrame:
-    """One pair-day of candles that passed the OHLCV contract, or ``dg.Failure`` saying why not."""
-    pair, day = pair_day(partition_key)
-    try:
-        candles = conform_ohlcv(market.fetch_day(pair, day, source))
-    except OhlcvError as exc:
-        raise dg.Failure(f"{source} returned unusable candles for {pair} on {day}: {exc}") from exc
-    candles = candles.filter(pl.col("timestamp").dt.date() == day)
-    if candles.is_empty():
-        raise dg.Failure(f"{source} has no candles for {pair} on {day}; stored versions are kept.")
-    problems = validate_ohlcv(candles)
-    if problems:
-        raise dg.Failure(
-            f"{source} candles for {pair} on {day} break the OHLCV contract; nothing was written.",
-            metadata={"problems": "; ".join(problems)},
-        )
-    return candles
+def _observed(check: str, summary: pl.DataFrame) -> dict[str, float]:
+    if check != "ohlcv_gap_ratio" or summary.is_empty():
+        return {}
+    return {
+        "observed_gap_ratio_max": round(float(summary["gap_ratio"].max()), 4),  # type: ignore[arg-type]
+        "observed_gap_ratio_mean": round(float(summary["gap_ratio"].mean()), 4),  # type: ignore[arg-type]
+        "missing_hours": int((HOURS_PER_DAY - summary["candles"].clip(upper_bound=HOURS_PER_DAY)).sum()),
+    }
 
 
 @dg.asset(
-    partitions_def=pair_day_partitions,
+    partitions_def=pair_month_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=blocking_check_specs("ohlcv_candles", OHLCV_CHECKS, pair_month_partitions),
+    output_required=False,
     group_name="market",
     kinds={"polars", "parquet", "ccxt"},
     code_version=OHLCV_CODE_VERSION,
     pool="market_ingest",
     description=(
-        "Hourly OHLCV candles of one trading pair for one UTC day, from the configured source "
-        "(synthetic simulator, ccxt exchange, or files dropped in the landing folder). "
-        "Stored as Parquet under `<data>/<source>/ohlcv/<PAIR>/<day>.parquet`; a backfill runs as one run."
+        "Hourly OHLCV candles of one trading pair for one calendar month (the open month up to yesterday), "
+        "from the configured source (synthetic simulator, ccxt exchange, or files dropped in the landing "
+        "folder). Write-audit-publish: the candidates of each UTC day are audited by the GX suite first; "
+        "only days that pass replace their stored version in `<data>/<source>/ohlcv/<PAIR>/<YYYY-MM>.parquet`."
     ),
 )
 def ohlcv_candles(
@@ -62,25 +69,46 @@ def ohlcv_candles(
     config: OhlcvConfig,
     market: MarketDataResource,
     storage: StorageResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = market.resolve_source(config.source or None)
-    keys = run_partition_keys(context)
-    frames = {key: fetch_candles(market, source, key) for key in keys}  # all or nothing: fetch, then write
-    candles = pl.concat(frames.values())
-    context.log.info(f"{source}: {candles.height} candles in {len(keys)} pair-day partition(s)")
-    return write_partitions(
-        frames,
-        storage.store(),
-        source,
-        "ohlcv",
-        ohlcv_parts,
-        {
-            "pairs": ", ".join(sorted({pair_day(k)[0] for k in keys})),
-            "missing_hours": 24 * len(keys) - candles.height,
-            "first_timestamp": str(candles["timestamp"].min()),
-            "last_timestamp": str(candles["timestamp"].max()),
-        },
-    )
+    store = storage.store()
+    max_gap = load_settings().max_gap_ratio
+    by_pair: dict[str, list[MonthPartition]] = {}
+    for key in run_partition_keys(context):
+        pair, month = pair_month(key)
+        by_pair.setdefault(pair, []).append(MonthPartition(key, ohlcv_parts(key), pair, month_days(month)))
+    yield from check_outputs(context)
+    blocked, empty = [], []
+    for pair, partitions in by_pair.items():
+        days: list[date] = [d for p in partitions for d in p.days]
+        candidates = market.fetch_days(pair, days, source)
+        context.log.info(f"{source}: {pair}, {len(candidates)} of {len(days)} days fetched, auditing")
+        if not candidates:
+            empty += [p.key for p in partitions]
+            continue
+        audit = audit_ohlcv(candidates, max_gap)
+        for partition in partitions:
+            if not any(d in candidates for d in partition.days):
+                empty.append(partition.key)
+                continue
+            yield from publish_audited(
+                context,
+                store=store,
+                source=source,
+                table="ohlcv",
+                partition=partition,
+                candidates=candidates,
+                audit=audit,
+                observed=_observed,
+            )
+        if audit.failures:
+            blocked.append(failure_line(pair, list(audit.failures)))
+    fail_if_blocked("ohlcv_candles", blocked)
+    if empty:
+        raise dg.Failure(
+            description=f"no {source} candles for {', '.join(empty)}"
+            + (f" (looked in {market.landing_path() / 'staged'})" if source == "landing" else "")
+        )
 
 
 def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:

@@ -1,22 +1,31 @@
-"""Moat layer: alternative feeds (government, logistics, corporate) as long-format records per UTC day."""
+"""Moat layer: alternative feeds (government, logistics, corporate) as long-format records per month."""
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import run_partition_keys, write_partitions
-from assets.partitions import daily_partitions
+from assets.batch import (
+    MonthPartition,
+    blocking_check_specs,
+    check_outputs,
+    fail_if_blocked,
+    failure_line,
+    publish_audited,
+    run_partition_keys,
+)
+from assets.partitions import month_days, monthly_partitions
 from cyber_pipelines.config import load_settings, resolve_source
 from cyber_pipelines.github.activity import load_repo_map
 from cyber_pipelines.keys import pair_base
 from cyber_pipelines.moat.staging import load_staged_moat
-from cyber_pipelines.report import markdown_table
+from cyber_pipelines.quality.activity import MOAT_CHECKS, audit_moat
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.synthetic.activity import simulate_moat_records
 
-MOAT_CODE_VERSION = "moat-1"
+MOAT_CODE_VERSION = "moat-2"
 MOAT_SOURCES = ("synthetic", "landing")
 
 
@@ -34,18 +43,38 @@ def moat_assets() -> list[str]:
 
 
 def moat_parts(partition_key: str) -> tuple[str]:
-    return (partition_key,)
+    """Storage path part of a month partition: ``(2024-01,)``."""
+    return (date.fromisoformat(partition_key).strftime("%Y-%m"),)
+
+
+def _candidates(source: str, days: list[date], market: MarketDataResource) -> dict[date, pl.DataFrame]:
+    """Synthetic records for every day, or the staged landing records of the days that have some."""
+    settings = load_settings()
+    if source == "synthetic":
+        symbols = moat_assets()
+        return {
+            d: simulate_moat_records(symbols, d, seed=settings.synthetic.seed, origin=settings.start_date) for d in days
+        }
+    staged = market.landing_path() / "staged_moat"
+    try:
+        found = {d: load_staged_moat(staged, d) for d in days}
+    except FileNotFoundError:
+        return {}
+    return {d: frame for d, frame in found.items() if frame.height}
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
+    partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=blocking_check_specs("moat_records", MOAT_CHECKS, monthly_partitions),
+    output_required=False,
     group_name="moat",
     kinds={"polars", "parquet"},
     code_version=MOAT_CODE_VERSION,
     description=(
-        "Alternative-data records published on one UTC day, long format (timestamp, source, entity, metric, "
-        "value): synthetic feeds, or files dropped in the landing folder and validated by the landing sensor."
+        "Alternative-data records published in one calendar month, long format (timestamp, source, entity, "
+        "metric, value): synthetic feeds, or files dropped in the landing folder. Audited per UTC day; passing "
+        "days are stored under `<data>/<source>/moat/<YYYY-MM>.parquet`."
     ),
 )
 def moat_records(
@@ -53,27 +82,29 @@ def moat_records(
     config: MoatConfig,
     market: MarketDataResource,
     storage: StorageResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = resolve_source("moat", MOAT_SOURCES, config.source)
-    settings = load_settings()
-    frames = {}
-    for key in run_partition_keys(context):
-        day = date.fromisoformat(key)
-        if source == "synthetic":
-            frames[key] = simulate_moat_records(
-                moat_assets(), day, seed=settings.synthetic.seed, origin=settings.start_date
-            )
-        else:
-            frames[key] = load_staged_moat(market.landing_path() / "staged_moat", day)
-            if frames[key].is_empty():
-                raise dg.Failure(f"no staged moat records published on {day}; nothing was written")
-    records = pl.concat(frames.values())
-    summary = records.group_by("source", "metric").agg(rows=pl.len()).sort("source", "metric")
-    return write_partitions(
-        frames,
-        storage.store(),
-        source,
-        "moat",
-        moat_parts,
-        {"entities": records["entity"].n_unique(), "feeds": dg.MetadataValue.md(markdown_table(summary))},
-    )
+    store = storage.store()
+    partitions = [
+        MonthPartition(key, moat_parts(key), "moat", month_days(date.fromisoformat(key)))
+        for key in run_partition_keys(context)
+    ]
+    yield from check_outputs(context)
+    candidates = _candidates(source, [d for p in partitions for d in p.days], market)
+    empty = [p.key for p in partitions if not any(d in candidates for d in p.days)]
+    if candidates:
+        audit = audit_moat(candidates)
+        for partition in partitions:
+            if partition.key not in empty:
+                yield from publish_audited(
+                    context,
+                    store=store,
+                    source=source,
+                    table="moat",
+                    partition=partition,
+                    candidates=candidates,
+                    audit=audit,
+                )
+        fail_if_blocked("moat_records", [failure_line("moat", list(audit.failures))] if audit.failures else [])
+    if empty:
+        raise dg.Failure(description=f"no {source} moat records published in month(s) {', '.join(empty)}")

@@ -17,7 +17,6 @@ from assets.jobs import (
 )
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
-from assets.quality import features_quality_checks, github_quality_checks, moat_quality_checks, ohlcv_quality_checks
 from cyber_pipelines.resources import GitHubResource, MarketDataResource, StorageResource
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
@@ -42,7 +41,6 @@ defs = dg.Definitions(
         backtest_results,
         strategy_comparison,
     ],
-    asset_checks=[ohlcv_quality_checks, github_quality_checks, moat_quality_checks, features_quality_checks],
     jobs=[market_ingest_job, github_ingest_job, moat_ingest_job, features_job, backtests_job, comparison_job],
     schedules=nightly_schedules,
     sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor, automation_sensor],

@@ -4,10 +4,11 @@ import os
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
+from pydantic import PrivateAttr
 
 from cyber_pipelines import config
 from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, TableStore
@@ -51,28 +52,53 @@ class MarketDataResource(dg.ConfigurableResource):
     def landing_path(self) -> Path:
         return Path(self.landing_dir).resolve() if self.landing_dir else config.landing_dir()
 
-    def fetch_day(self, pair: str, day: date, source: str) -> pl.DataFrame:
+    def fetch_days(self, pair: str, days: list[date], source: str) -> dict[date, pl.DataFrame]:
+        """Candidate candles of ``pair`` per UTC day, as the source gives them (not yet audited).
+
+        Synthetic and ccxt give every day (an empty frame for a day without candles, which the gap
+        check then blocks), except that ccxt days before the exchange's first served candle are left
+        out (older than its retention). Landing gives only the days some staged file covers."""
+        if not days:
+            return {}
+        first, last = min(days), max(days)
         settings = config.load_settings()
         if source == "synthetic":
             from cyber_pipelines.synthetic.market import simulate_ohlcv
 
             synth = settings.synthetic
-            return simulate_ohlcv(
+            candles = simulate_ohlcv(
                 pair,
-                day,
-                day,
+                first,
+                last,
                 seed=synth.seed,
                 effect_size=synth.effect_size,
                 lag_hours=synth.lag_hours,
                 origin=settings.start_date,
             )
+            return split_days(candles, days)
         if source == "landing":
             from cyber_pipelines.market.landing import load_staged
 
-            return load_staged(self.landing_path() / "staged", pair, day)
-        from cyber_pipelines.market.exchange import ExchangeSettings, fetch_ohlcv_range
+            found = {}
+            for day in days:
+                try:
+                    found[day] = load_staged(self.landing_path() / "staged", pair, day)
+                except FileNotFoundError:
+                    continue
+            return found
+        from cyber_pipelines.market.exchange import fetch_ohlcv_range
 
-        exchange = _exchange(
+        start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+        candles = fetch_ohlcv_range(self._client(), pair, start, end)
+        served = candles["timestamp"].min()
+        first_served = served.date() if isinstance(served, datetime) else last + timedelta(days=1)
+        return split_days(candles, [d for d in days if d >= first_served])
+
+    def _client(self) -> "ccxt.Exchange":
+        from cyber_pipelines.market.exchange import ExchangeSettings
+
+        return _exchange(
             ExchangeSettings(
                 exchange_id=self.exchange_id,
                 timeout_ms=self.timeout_ms,
@@ -80,8 +106,14 @@ class MarketDataResource(dg.ConfigurableResource):
                 api_url=self.exchange_url or os.environ.get("CYBER_EXCHANGE_URL") or None,
             )
         )
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return fetch_ohlcv_range(exchange, pair, start, start + timedelta(days=1))
+
+
+def split_days(frame: pl.DataFrame, days: list[date]) -> dict[date, pl.DataFrame]:
+    """The rows of each of ``days`` (by the UTC date of ``timestamp``); a day without rows is empty."""
+    by_day = frame.with_columns(_day=pl.col("timestamp").dt.date())
+    groups = {key[0]: part.drop("_day") for key, part in by_day.partition_by("_day", as_dict=True).items()}
+    empty = frame.clear()
+    return {day: groups.get(day, empty) for day in days}
 
 
 class GitHubResource(dg.ConfigurableResource):
@@ -94,6 +126,29 @@ class GitHubResource(dg.ConfigurableResource):
 
     def resolve_source(self, override: str | None = None) -> str:
         return config.resolve_source("github", GITHUB_SOURCES, override, self.source)
+
+    _client: Any = PrivateAttr(default=None)
+    _cache: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """One PyGithub client and one activity cache for the whole run (reused across partitions)."""
+        self._client = None
+        self._cache = None
+
+    def _github(self) -> tuple[Any, Any]:
+        from cyber_pipelines.github.client import ActivityCache, GitHubSettings, make_github
+
+        if self._client is None:
+            settings_kwargs: dict = {"token": self.token or None}
+            if self.base_url:
+                settings_kwargs["base_url"] = self.base_url
+            self._client = make_github(GitHubSettings(**settings_kwargs))
+            self._cache = ActivityCache(Path(self.cache_dir) if self.cache_dir else config.data_dir() / "github_cache")
+        return self._client, self._cache
+
+    def fetch_days(self, repo: str, days: list[date], source: str) -> dict[date, pl.DataFrame]:
+        """Candidate hourly activity of ``repo`` per UTC day (not yet audited)."""
+        return {day: self.fetch_day(repo, day, source) for day in days}
 
     def fetch_day(self, repo: str, day: date, source: str) -> pl.DataFrame:
         from cyber_pipelines.github.activity import build_activity, load_repo_map
@@ -111,16 +166,7 @@ class GitHubResource(dg.ConfigurableResource):
             )
             issues, stars = simulate_repo_snapshot(repo, day, seed=synth.seed, origin=settings.start_date)
             return build_activity(repo, day, commits, issues, stars)
-        from cyber_pipelines.github.client import (
-            ActivityCache,
-            GitHubSettings,
-            fetch_day_activity,
-            make_github,
-        )
+        from cyber_pipelines.github.client import fetch_day_activity
 
-        settings_kwargs: dict = {"token": self.token or None}
-        if self.base_url:
-            settings_kwargs["base_url"] = self.base_url
-        client = make_github(GitHubSettings(**settings_kwargs))
-        cache = ActivityCache(Path(self.cache_dir) if self.cache_dir else config.data_dir() / "github_cache")
+        client, cache = self._github()
         return fetch_day_activity(client, repo, day, cache=cache)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -77,13 +78,44 @@ class TableStore:
             raise FileNotFoundError(f"no stored {table} for source {source!r} at {'/'.join(parts)} ({path})")
         return pl.read_parquet(path)
 
+    def publish_days(
+        self,
+        new_days: dict[date, pl.DataFrame],
+        source: str,
+        table: str,
+        *parts: str,
+    ) -> tuple[pl.DataFrame, Path]:
+        """Replace the given days inside one stored partition file (a month), keeping every other day.
+
+        The rows of ``new_days`` (audited, passed) replace those days' stored rows; rows of other days
+        (not fetched, or blocked by a failed check) keep their previous version. One atomic write.
+        """
+        path = self.path(source, table, *parts)
+        frames = list(new_days.values())
+        if path.exists():
+            old = pl.read_parquet(path)
+            frames.insert(0, old.filter(~pl.col("timestamp").dt.date().is_in(list(new_days))))
+        published = pl.concat(frames).sort("timestamp")
+        write_parquet_atomic(published, path)
+        return published, path
+
+    def read_days(self, source: str, table: str, *dirs: str, days: list[date]) -> pl.DataFrame:
+        """The stored rows of ``days`` under ``<source>/<table>/<dirs...>`` (any file layout)."""
+        wanted = sorted(set(days))
+        return (
+            self.scan(source, table, *dirs)
+            .filter(pl.col("timestamp").dt.date().is_in(wanted))
+            .collect()
+            .sort("timestamp")
+        )
+
     def exists(self, source: str, table: str, *parts: str) -> bool:
         return self.path(source, table, *parts).exists()
 
     def scan(self, source: str, table: str, *dirs: str) -> pl.LazyFrame:
         """Lazily scan every partition file under ``<source>/<table>/<dirs...>``."""
         folder = self.root.joinpath(source, table, *dirs)
-        files = sorted(folder.rglob("*.parquet"))
+        files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
         if not files:
             raise FileNotFoundError(f"no stored {table} for source {source!r} under {folder}")
         return pl.scan_parquet(files)

@@ -1,10 +1,11 @@
 """Nightly schedules (02:00 UTC): ingest up to the UTC day that just ended; the rest follows by automation.
 
 A Dagster schedule launches exactly one job, and the three ingest jobs have different partitions
-(pair-day, repo-day, day), so "nightly" is three schedules on the same cron, one per ingest job. Each
-asks, per partition key (pair, repo, or the moat feed), for one single-run backfill from the day after
-its last materialized day (or ``BACKFILL_DAYS`` back when it has none) up to yesterday. Features,
-backtests and the strategy comparison then update through their declarative automation conditions.
+(pair-month, repo-month, month), so "nightly" is three schedules on the same cron, one per ingest job.
+Each asks, per key (pair, repo, or the moat feed), for one single-run backfill from its latest stored
+month (it may still be open: a month run covers its days through yesterday) up to yesterday's month, or
+the months of the last ``BACKFILL_DAYS`` when it has none. Features, backtests and the strategy
+comparison then update through their declarative automation conditions.
 """
 
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from assets.github import github_activity
 from assets.jobs import github_ingest_job, market_ingest_job, moat_ingest_job
 from assets.market import latest_pair_source, ohlcv_candles
 from assets.moat import moat_records
-from assets.partitions import PAIRS, REPOS, pair_day_key, repo_day_key
+from assets.partitions import PAIRS, REPOS, moat_month_key, month_start, pair_month_key, repo_month_key
 from cyber_pipelines.config import load_settings, market_source
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -32,21 +33,23 @@ def yesterday_utc(context: dg.ScheduleEvaluationContext) -> date:
     return moment.astimezone(UTC).date() - timedelta(days=1)
 
 
-def last_days(partition_keys: Iterable[str]) -> dict[str, date]:
-    """Latest day per key among ``date|<key>`` multi-partition keys (Dagster orders dimensions by name)."""
+def last_months(partition_keys: Iterable[str]) -> dict[str, date]:
+    """Latest month per key among ``month|<key>`` multi-partition keys (Dagster orders dimensions by name)."""
     last: dict[str, date] = {}
     for key in partition_keys:
-        day_part, name = str(key).split("|")
-        day = date.fromisoformat(day_part)
-        last[name] = max(day, last.get(name, day))
+        month_part, name = str(key).split("|")
+        month = date.fromisoformat(month_part)
+        last[name] = max(month, last.get(name, month))
     return last
 
 
-def ingest_window(last: date | None, yesterday: date, first_day: date) -> tuple[date, date] | None:
-    """Days to ingest: after ``last`` (else the ``BACKFILL_DAYS`` ending yesterday) through yesterday."""
-    start = last + timedelta(days=1) if last else yesterday - timedelta(days=BACKFILL_DAYS - 1)
-    start = max(start, first_day)
-    return (start, yesterday) if start <= yesterday else None
+def ingest_window(last_month: date | None, yesterday: date, first_day: date) -> tuple[date, date] | None:
+    """Months to ingest (first days): from the latest stored month (else the months of the
+    ``BACKFILL_DAYS`` ending yesterday) through yesterday's month."""
+    start = last_month or month_start(yesterday - timedelta(days=BACKFILL_DAYS - 1))
+    start = max(start, month_start(first_day))
+    end = month_start(yesterday)
+    return (start, end) if start <= end else None
 
 
 def range_request(run_key: str, first: str, last: str, job_name: str, run_config: dict | None = None) -> dg.RunRequest:
@@ -63,7 +66,7 @@ Planner = Callable[[dg.ScheduleEvaluationContext, date, date], list[dg.RunReques
 
 
 def plan_market(context: dg.ScheduleEvaluationContext, yesterday: date, first_day: date) -> list[dg.RunRequest]:
-    last = last_days(context.instance.get_materialized_partitions(ohlcv_candles.key))
+    last = last_months(context.instance.get_materialized_partitions(ohlcv_candles.key))
     requests = []
     for pair in sorted(context.instance.get_dynamic_partitions(PAIRS)):
         # A pair stays with the source it was last ingested from (sources never mix silently).
@@ -72,9 +75,10 @@ def plan_market(context: dg.ScheduleEvaluationContext, yesterday: date, first_da
             continue  # new landing days arrive as files: the landing sensor asks for them
         window = ingest_window(last.get(pair), yesterday, first_day)
         if window and source == "ccxt":
-            window = (max(window[0], yesterday - timedelta(days=EXCHANGE_RETENTION_DAYS - 1)), window[1])
+            retained = month_start(yesterday - timedelta(days=EXCHANGE_RETENTION_DAYS - 1))
+            window = (max(window[0], retained), window[1])
         if window:
-            first, end = (str(pair_day_key(pair, day)) for day in window)
+            first, end = (str(pair_month_key(pair, day)) for day in window)
             config = {"ops": {"ohlcv_candles": {"config": {"source": source}}}}
             run_key = f"nightly:{yesterday}:market:{pair}"
             requests.append(range_request(run_key, first, end, market_ingest_job.name, config))
@@ -82,22 +86,22 @@ def plan_market(context: dg.ScheduleEvaluationContext, yesterday: date, first_da
 
 
 def plan_github(context: dg.ScheduleEvaluationContext, yesterday: date, first_day: date) -> list[dg.RunRequest]:
-    last = last_days(context.instance.get_materialized_partitions(github_activity.key))
+    last = last_months(context.instance.get_materialized_partitions(github_activity.key))
     requests = []
     for repo in sorted(context.instance.get_dynamic_partitions(REPOS)):
         window = ingest_window(last.get(repo), yesterday, first_day)
         if window:
-            first, end = (str(repo_day_key(repo, day)) for day in window)
+            first, end = (str(repo_month_key(repo, day)) for day in window)
             requests.append(range_request(f"nightly:{yesterday}:github:{repo}", first, end, github_ingest_job.name))
     return requests
 
 
 def plan_moat(context: dg.ScheduleEvaluationContext, yesterday: date, first_day: date) -> list[dg.RunRequest]:
-    days = [date.fromisoformat(k) for k in context.instance.get_materialized_partitions(moat_records.key)]
-    window = ingest_window(max(days, default=None), yesterday, first_day)
+    months = [date.fromisoformat(k) for k in context.instance.get_materialized_partitions(moat_records.key)]
+    window = ingest_window(max(months, default=None), yesterday, first_day)
     if not window:
         return []
-    first, end = (day.isoformat() for day in window)
+    first, end = (moat_month_key(day) for day in window)
     return [range_request(f"nightly:{yesterday}:moat", first, end, moat_ingest_job.name)]
 
 
@@ -115,7 +119,7 @@ def nightly_requests(
 def _description(what: str) -> str:
     return (
         f"Every night at 02:00 UTC, ingests {what} up to the UTC day that just ended: one run per key from "
-        f"the day after its last stored day (or the last {BACKFILL_DAYS} days) to yesterday. Features, "
+        f"its latest stored month (or the last {BACKFILL_DAYS} days' months) to yesterday's month. Features, "
         "backtests and the strategy comparison follow through declarative automation."
     )
 

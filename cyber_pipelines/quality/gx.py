@@ -3,6 +3,10 @@
 GX has no polars datasource, so the frame is validated as its pandas copy (pandas dtypes: a
 timezone-aware datetime column has type ``Timestamp``, floats ``float64``). One ephemeral context
 (in memory, no analytics, no progress bars) is created per process and reused: creating it is slow.
+
+Every expectation is tagged with the Dagster check it belongs to (``tag``); ``run_suite`` refuses an
+untagged expectation or an unknown check name, so a new rule never silently joins another check.
+Results keep the failing row positions (GX ``unexpected_index_list``), so a failure can name its rows.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
@@ -27,7 +31,17 @@ from great_expectations.data_context.types.base import (
 _LOCK = threading.Lock()
 _BATCH_DEFINITION: Any = None
 _ORDER_KEY = "cyber_pipelines_order"
+CHECK_KEY = "check"  # the expectation's meta key naming its Dagster check
 _MAX_LIST = 10
+
+
+def tag(check: str, *expectations: gx.expectations.Expectation) -> list[gx.expectations.Expectation]:
+    """Copies of ``expectations`` tagged as belonging to the Dagster check ``check``."""
+    return [e.copy(update={"meta": {**(e.meta or {}), CHECK_KEY: check}}) for e in expectations]
+
+
+def check_of(expectation: gx.expectations.Expectation) -> str | None:
+    return (expectation.meta or {}).get(CHECK_KEY)
 
 
 @dataclass(frozen=True)
@@ -35,12 +49,14 @@ class ExpectationOutcome:
     """The result of one expectation, in plain JSON-able values."""
 
     expectation: str  # GX type, e.g. expect_column_values_to_be_unique
+    check: str  # the Dagster check this expectation belongs to
     column: str | None  # the column, or "A,B" for column-pair expectations, None for table-level ones
     success: bool
     description: str | None
     summary: dict[str, Any]  # observed_value or unexpected_count/percent/partial_unexpected_list
     kwargs: dict[str, Any]  # the expectation's arguments (long lists shortened)
     error: str | None = None  # set when GX could not evaluate the expectation (e.g. missing column)
+    unexpected_rows: tuple[int, ...] = ()  # positions of the failing rows (row-wise expectations only)
 
     @property
     def name(self) -> str:
@@ -67,11 +83,16 @@ class SuiteReport:
 
     def to_markdown(self) -> str:
         """A Markdown table of the outcomes (for Dagster metadata)."""
-        lines = ["| expectation | column | success | observed |", "|---|---|---|---|"]
-        for r in self.results:
-            observed = r.error or ", ".join(f"{k}={v}" for k, v in r.summary.items() if k != "partial")
-            lines.append(f"| {r.name} | {r.column or ''} | {'yes' if r.success else '**no**'} | {observed} |")
-        return "\n".join(lines)
+        return outcomes_markdown(self.results)
+
+
+def outcomes_markdown(results: Sequence[ExpectationOutcome]) -> str:
+    """A Markdown table of expectation outcomes (for Dagster metadata)."""
+    lines = ["| expectation | column | success | observed |", "|---|---|---|---|"]
+    for r in results:
+        observed = r.error or ", ".join(f"{k}={v}" for k, v in r.summary.items() if k != "partial")
+        lines.append(f"| {r.name} | {r.column or ''} | {'yes' if r.success else '**no**'} | {observed} |")
+    return "\n".join(lines)
 
 
 def _batch_definition() -> Any:
@@ -135,21 +156,38 @@ def _outcome(result: Any) -> ExpectationOutcome:
     summary = {k: _plain(raw[k]) for k in _SUMMARY_KEYS if k in raw}
     if raw.get("partial_unexpected_list"):
         summary["partial"] = _plain(raw["partial_unexpected_list"][:5])
+    rows = raw.get("unexpected_index_list") or ()
     return ExpectationOutcome(
         expectation=config.type,
+        check=str(config.meta[CHECK_KEY]),
         column=column,
         success=bool(result.success),
         description=config.description,
         summary=summary,
         kwargs=_plain(kwargs, shorten=True),
         error=_error_message(result.exception_info or {}),
+        unexpected_rows=tuple(int(i) for i in rows if isinstance(i, int | float)),
     )
 
 
-def run_suite(df: pl.DataFrame, suite_name: str, expectations: Sequence[gx.expectations.Expectation]) -> SuiteReport:
-    """Validate ``df`` (as pandas) against ``expectations``; the caller's expectations are not modified."""
+def run_suite(
+    df: pl.DataFrame,
+    suite_name: str,
+    expectations: Sequence[gx.expectations.Expectation],
+    checks: Collection[str],
+) -> SuiteReport:
+    """Validate ``df`` (as pandas) against ``expectations``, each tagged with one of ``checks``.
+
+    The caller's expectations are not modified. Raises ``ValueError`` for an untagged expectation or
+    one tagged with a check outside ``checks``."""
     if not expectations:
         raise ValueError(f"suite {suite_name!r} has no expectations")
+    for e in expectations:
+        if check_of(e) not in checks:
+            raise ValueError(
+                f"suite {suite_name!r}: expectation {e.expectation_type}({e.description or ''}) is tagged "
+                f"{check_of(e)!r}; every expectation must be tagged with one of {sorted(checks)}"
+            )
     started = time.perf_counter()
     # Copies carry their position, so results come back in the order given (GX reorders them).
     tagged = [
@@ -159,7 +197,7 @@ def run_suite(df: pl.DataFrame, suite_name: str, expectations: Sequence[gx.expec
     frame = df.to_pandas()
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-        validation = batch.validate(suite, result_format="SUMMARY")
+        validation = batch.validate(suite, result_format="COMPLETE")
     ordered = sorted(validation.results, key=lambda r: r.expectation_config.meta[_ORDER_KEY])
     results = tuple(_outcome(r) for r in ordered)
     return SuiteReport(

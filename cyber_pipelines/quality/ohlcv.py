@@ -1,116 +1,134 @@
-"""The Great Expectations suite for hourly OHLCV candles.
+"""The Great Expectations suite for hourly OHLCV candles: the one contract of the candle table.
 
-Gap ratio: with hourly candles a day has ``expected_rows = 24`` slots. The timestamps must lie on the
-hourly grid of the day (``expect_column_values_to_be_in_set``), so the number of *distinct* timestamps
-is the number of filled slots, and ``expect_column_unique_value_count_to_be_between`` with
-``min_value = expected_rows - floor(max_gap_ratio * expected_rows)`` passes exactly when
-``missing / expected_rows <= max_gap_ratio``. Without a day, the grid runs from the first timestamp's
-hour to the last timestamp; for spans over 31 days only the range is checked (not the alignment to
-whole hours), because GX re-serialises a long value set for every metric and would take seconds.
+Each expectation is tagged with its Dagster check (``OHLCV_CHECKS``). The row suite runs on the
+candidate candles of many days at once; a per-day summary (distinct hours, gap ratio, timestamps off
+the hourly grid or outside their day) carries the day-level rules. The gap ratio of a day is
+``missing hours / 24``; a day passes when it is at most ``max_gap_ratio``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import date
 
 import great_expectations as gx
 import polars as pl
 
-from cyber_pipelines.market.schema import OHLCV_COLUMNS
-from cyber_pipelines.quality.gx import SuiteReport, run_suite
+from cyber_pipelines.market.schema import OHLCV_COLUMNS, PRICE_COLUMNS
+from cyber_pipelines.quality.audit import DayAudit, audit_days, concat_days
+from cyber_pipelines.quality.gx import tag
 
 E = gx.expectations
 HOURS_PER_DAY = 24
 SUITE_NAME = "ohlcv_hourly"
-MAX_GRID_HOURS = 31 * HOURS_PER_DAY
+OHLCV_CHECKS = {
+    "ohlcv_schema": "Columns are exactly the OHLCV set, typed (UTC datetime, float64), no nulls",
+    "ohlcv_timestamps": "Timestamps unique, increasing, on the hourly grid of their own UTC day",
+    "ohlcv_price_integrity": "Prices > 0 and low <= open/close <= high",
+    "ohlcv_volume": "Volume >= 0",
+    "ohlcv_gap_ratio": "Each day's share of missing hourly candles is at most the configured maximum",
+}
 
 
-def min_filled_hours(expected_rows: int, max_gap_ratio: float) -> int:
-    """The fewest distinct hourly candles that keep the gap ratio at or under ``max_gap_ratio``."""
-    if not 0 <= max_gap_ratio < 1:
-        raise ValueError(f"max_gap_ratio must be in [0, 1), got {max_gap_ratio}")
-    if expected_rows < 1:
-        raise ValueError(f"expected_rows must be >= 1, got {expected_rows}")
-    return expected_rows - math.floor(max_gap_ratio * expected_rows + 1e-9)
-
-
-def ohlcv_expectations(
-    expected_rows: int, max_gap_ratio: float, *, grid: Sequence[datetime] | None = None
-) -> list[gx.expectations.Expectation]:
-    """Schema, ordering, price sanity, nulls and gap ratio; ``grid`` = the allowed hourly timestamps."""
+def row_expectations() -> list[gx.expectations.Expectation]:
     numeric = OHLCV_COLUMNS[1:]
-    on_grid: list[gx.expectations.Expectation] = []
-    if grid and len(grid) <= MAX_GRID_HOURS:
-        on_grid.append(
-            E.ExpectColumnValuesToBeInSet(
-                column="timestamp",
-                value_set=list(grid),
-                description=f"timestamps on the hourly grid {grid[0].isoformat()} .. {grid[-1].isoformat()}",
-            )
-        )
-    elif grid:  # GX re-serialises a value set per metric: a long grid would cost seconds
-        on_grid.append(
-            E.ExpectColumnValuesToBeBetween(
-                column="timestamp",
-                min_value=grid[0],
-                max_value=grid[-1],
-                description=f"timestamps within {grid[0].isoformat()} .. {grid[-1].isoformat()}",
-            )
-        )
     return [
-        E.ExpectTableColumnsToMatchSet(
-            column_set=OHLCV_COLUMNS, exact_match=True, description="columns are exactly the OHLCV set"
+        *tag(
+            "ohlcv_schema",
+            E.ExpectTableColumnsToMatchSet(
+                column_set=OHLCV_COLUMNS, exact_match=True, description="columns are exactly the OHLCV set"
+            ),
+            E.ExpectColumnValuesToBeOfType(
+                column="timestamp", type_="Timestamp", description="timestamp is a timezone-aware datetime"
+            ),
+            *(
+                E.ExpectColumnValuesToBeOfType(column=c, type_="float64", description=f"{c} is float64")
+                for c in numeric
+            ),
+            *(E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} has no nulls") for c in OHLCV_COLUMNS),
         ),
-        E.ExpectColumnValuesToBeOfType(
-            column="timestamp", type_="Timestamp", description="timestamp is a timezone-aware datetime"
+        *tag(
+            "ohlcv_timestamps",
+            E.ExpectColumnValuesToBeUnique(column="timestamp", description="timestamps are unique"),
+            # Non-strict, so a duplicate fails only uniqueness; together they mean strictly increasing.
+            E.ExpectColumnValuesToBeIncreasing(column="timestamp", description="timestamps are increasing"),
         ),
-        *(E.ExpectColumnValuesToBeOfType(column=c, type_="float64", description=f"{c} is float64") for c in numeric),
-        *(E.ExpectColumnValuesToNotBeNull(column=c, description=f"{c} has no nulls") for c in OHLCV_COLUMNS),
-        E.ExpectColumnValuesToBeUnique(column="timestamp", description="timestamps are unique"),
-        # Non-strict so that a duplicate fails only the uniqueness expectation; together they mean
-        # strictly increasing.
-        E.ExpectColumnValuesToBeIncreasing(column="timestamp", description="timestamps are increasing"),
-        *on_grid,
-        E.ExpectColumnUniqueValueCountToBeBetween(
-            column="timestamp",
-            min_value=min_filled_hours(expected_rows, max_gap_ratio),
-            max_value=expected_rows,
-            description=f"gap ratio <= {max_gap_ratio} of {expected_rows} hourly candles",
+        *tag(
+            "ohlcv_price_integrity",
+            *(
+                E.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=a, column_B=b, or_equal=True, description=f"{b} <= {a}"
+                )
+                for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low"))
+            ),
+            *(
+                E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, description=f"{c} > 0")
+                for c in PRICE_COLUMNS
+            ),
         ),
-        *(
-            E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True, description=f"{b} <= {a}")
-            for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low"))
-        ),
-        *(
-            E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, description=f"{c} > 0")
-            for c in ("open", "high", "low", "close")
-        ),
-        E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0"),
+        *tag("ohlcv_volume", E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0")),
     ]
 
 
-def hourly_grid(start: datetime, end: datetime) -> list[datetime]:
-    """Hourly UTC timestamps from ``start`` (floored to the hour) up to and including ``end``."""
-    start, end = (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in (start, end))
-    first = start.replace(minute=0, second=0, microsecond=0)
-    hours = int((end - first) / timedelta(hours=1)) + 1
-    return [first + timedelta(hours=h) for h in range(max(hours, 0))]
+def summary_expectations(max_gap_ratio: float) -> list[gx.expectations.Expectation]:
+    if not 0 <= max_gap_ratio < 1:
+        raise ValueError(f"max_gap_ratio must be in [0, 1), got {max_gap_ratio}")
+    return [
+        *tag(
+            "ohlcv_timestamps",
+            E.ExpectColumnValuesToBeBetween(
+                column="off_grid", min_value=0, max_value=0, description="timestamps on the hour"
+            ),
+            E.ExpectColumnValuesToBeBetween(
+                column="outside_day", min_value=0, max_value=0, description="timestamps inside their partition day"
+            ),
+        ),
+        *tag(
+            "ohlcv_gap_ratio",
+            E.ExpectColumnValuesToBeBetween(
+                column="gap_ratio",
+                min_value=0,
+                max_value=max_gap_ratio + 1e-9,
+                description=f"gap ratio <= {max_gap_ratio} of {HOURS_PER_DAY} hourly candles",
+            ),
+        ),
+    ]
 
 
-def validate_ohlcv_gx(df: pl.DataFrame, day: date | None, max_gap_ratio: float = 0.05) -> SuiteReport:
-    """Run the OHLCV suite on hourly candles; with ``day`` the candles must lie on that UTC day's grid."""
-    grid: list[datetime] | None = None
-    if day is not None:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        grid = hourly_grid(start, start + timedelta(hours=HOURS_PER_DAY - 1))
-    elif (
-        "timestamp" in df.columns
-        and isinstance(df.schema["timestamp"], pl.Datetime)
-        and df["timestamp"].drop_nulls().len()
-    ):
-        stamps = df["timestamp"].drop_nulls()
-        grid = hourly_grid(stamps.min(), stamps.max())  # type: ignore[arg-type]
-    expected = len(grid) if grid else max(df.height, 1)
-    return run_suite(df, SUITE_NAME, ohlcv_expectations(expected, max_gap_ratio, grid=grid))
+def day_summary(rows: pl.DataFrame, row_days: list[date], days: list[date]) -> pl.DataFrame:
+    """Per day: distinct hourly candles, gap ratio, timestamps off the hour, rows outside the day."""
+    base = pl.DataFrame({"day": days}, schema={"day": pl.Date})
+    ts = rows.schema.get("timestamp")
+    if not rows.height or not isinstance(ts, pl.Datetime):
+        counts = base.with_columns(candles=pl.lit(0), off_grid=pl.lit(0), outside_day=pl.lit(0))
+    else:
+        stamps = rows.select("timestamp").with_columns(day=pl.Series(row_days, dtype=pl.Date))
+        utc = pl.col("timestamp").dt.convert_time_zone("UTC") if ts.time_zone else pl.col("timestamp")
+        inside = utc.dt.date() == pl.col("day")
+        per_day = stamps.group_by("day").agg(
+            candles=pl.col("timestamp").filter(inside).n_unique(),
+            off_grid=(utc.dt.epoch("us") % 3_600_000_000 != 0).sum(),
+            outside_day=(~inside).sum(),
+        )
+        counts = base.join(per_day, on="day", how="left").fill_null(0)
+    hours = pl.col("candles").clip(upper_bound=HOURS_PER_DAY)
+    return counts.with_columns(gap_ratio=(HOURS_PER_DAY - hours) / HOURS_PER_DAY).cast(
+        {"candles": pl.Int64, "off_grid": pl.Int64, "outside_day": pl.Int64}
+    )
+
+
+def audit_ohlcv(candidates: Mapping[date, pl.DataFrame], max_gap_ratio: float) -> DayAudit:
+    """Audit one pair's candidate candles per UTC day (``candidates[day]`` = that day's rows)."""
+    if not candidates:
+        raise ValueError("audit_ohlcv needs the candidates of at least one day")
+    rows, row_days = concat_days(candidates)
+    summary = day_summary(rows, row_days, sorted(candidates))
+    return audit_days(
+        SUITE_NAME,
+        OHLCV_CHECKS,
+        rows,
+        row_days,
+        row_expectations(),
+        summary,
+        summary_expectations(max_gap_ratio),
+    )

@@ -1,0 +1,130 @@
+"""Write-audit-publish: a GX suite run on candidate rows, its failures attributed to UTC days.
+
+An ingest holds the candidate rows of many days in memory. The suite runs on all of them at once
+(fast: one GX validation per frame) plus on a per-day summary frame (counts, gap ratio). Each failed
+expectation is turned into the days it concerns: a row-wise expectation through its failing row
+positions, a table-level one (columns, types) into every day of the frame. Only days that passed
+every check are published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import great_expectations as gx
+import polars as pl
+
+from cyber_pipelines.quality.gx import ExpectationOutcome, run_suite
+
+
+@dataclass(frozen=True)
+class DayFailure:
+    """One expectation that failed on one day."""
+
+    check: str
+    day: date
+    rule: str  # the expectation's description
+    detail: str  # how many rows, the first one, or the observed value
+
+
+@dataclass(frozen=True)
+class DayAudit:
+    """The outcome of a suite over the candidate rows of ``days``."""
+
+    checks: tuple[str, ...]
+    days: tuple[date, ...]
+    outcomes: tuple[ExpectationOutcome, ...]
+    failures: tuple[DayFailure, ...]
+    summary: pl.DataFrame = field(repr=False)  # one row per day (day, counts, ratios)
+    elapsed_s: float = 0.0
+
+    def failed_days(self, check: str | None = None) -> set[date]:
+        return {f.day for f in self.failures if check is None or f.check == check}
+
+    def passed_days(self) -> list[date]:
+        failed = self.failed_days()
+        return [d for d in self.days if d not in failed]
+
+    def failures_on(self, days: Collection[date], check: str | None = None) -> list[DayFailure]:
+        return [f for f in self.failures if f.day in days and (check is None or f.check == check)]
+
+
+def _first(values: Sequence[object]) -> str:
+    value = values[0] if values else None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _attribute(
+    outcome: ExpectationOutcome, frame: pl.DataFrame, frame_days: Sequence[date], labels: Sequence[object] | None
+) -> list[DayFailure]:
+    """The days a failed outcome concerns: its failing rows' days, or every day of the frame."""
+    rule = outcome.name
+    if outcome.unexpected_rows:
+        by_day: dict[date, list[int]] = {}
+        for row in outcome.unexpected_rows:
+            if 0 <= row < len(frame_days):
+                by_day.setdefault(frame_days[row], []).append(row)
+        columns = [c for c in (outcome.column or "").split(",") if c in frame.columns]
+        failures = []
+        for day, rows in sorted(by_day.items()):
+            values = ", ".join(f"{c} = {_value(frame[c][rows[0]])}" for c in columns)
+            if labels is None:  # a summary row: its values say it all
+                detail = values
+            else:
+                detail = f"{len(rows)} row(s), first at {_first([labels[rows[0]]])}" + (
+                    f" ({values})" if values else ""
+                )
+            failures.append(DayFailure(outcome.check, day, rule, detail))
+        return failures
+    observed = outcome.error or outcome.summary.get("observed_value")
+    detail = f"observed {observed}" if observed is not None else "failed"
+    return [DayFailure(outcome.check, day, rule, detail) for day in sorted(set(frame_days))]
+
+
+def audit_days(
+    suite_name: str,
+    checks: Collection[str],
+    rows: pl.DataFrame,
+    row_days: Sequence[date],
+    row_expectations: Sequence[gx.expectations.Expectation],
+    summary: pl.DataFrame,
+    summary_expectations: Sequence[gx.expectations.Expectation],
+) -> DayAudit:
+    """Run the row suite on ``rows`` (``row_days[i]`` is row i's partition day) and the summary suite on
+    ``summary`` (one row per day, column ``day``); attribute every failure to its days."""
+    if len(row_days) != rows.height:
+        raise ValueError(f"row_days has {len(row_days)} entries for {rows.height} rows")
+    days = tuple(summary["day"].to_list())
+    labels = rows["timestamp"].to_list() if "timestamp" in rows.columns else None
+    outcomes: list[ExpectationOutcome] = []
+    failures: list[DayFailure] = []
+    elapsed = 0.0
+    # An empty row frame (no candidates at all) still gets its table-level expectations judged.
+    for frame, frame_days, expectations, frame_labels in (
+        (rows, row_days if rows.height else days, row_expectations, labels),
+        (summary, days, summary_expectations, None),
+    ):
+        if not expectations:
+            continue
+        report = run_suite(frame, suite_name, expectations, checks)
+        elapsed += report.elapsed_s
+        outcomes += report.results
+        for outcome in report.failures:
+            failures += _attribute(outcome, frame, list(frame_days), frame_labels)
+    failures.sort(key=lambda f: (f.day, f.check, f.rule))
+    return DayAudit(tuple(checks), days, tuple(outcomes), tuple(failures), summary, round(elapsed, 4))
+
+
+def concat_days(candidates: Mapping[date, pl.DataFrame]) -> tuple[pl.DataFrame, list[date]]:
+    """All candidate rows in day order (rows of a day in their source order) and each row's day."""
+    ordered = sorted(candidates)
+    frames = [candidates[d] for d in ordered if candidates[d].height]
+    rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    row_days = [d for d in ordered for _ in range(candidates[d].height)]
+    return rows, row_days
