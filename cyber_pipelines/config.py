@@ -44,8 +44,14 @@ def _parse(raw: dict, origin: str) -> Settings:
         raise ValueError(f"invalid pipeline config {origin}: {exc}") from exc
     if not pairs:
         raise ValueError(f"invalid pipeline config {origin}: 'pairs' is empty")
-    if synth.lag_hours < 0 or synth.effect_size < 0:
-        raise ValueError(f"invalid pipeline config {origin}: lag_hours and effect_size must be >= 0")
+    for name in ("seed", "lag_hours"):
+        value = getattr(synth, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"invalid pipeline config {origin}: synthetic.{name} must be an integer >= 0, got {value!r}"
+            )
+    if isinstance(synth.effect_size, bool) or not isinstance(synth.effect_size, int | float) or synth.effect_size < 0:
+        raise ValueError(f"invalid pipeline config {origin}: synthetic.effect_size must be a number >= 0")
     if not 0 <= gap < 1:
         raise ValueError(f"invalid pipeline config {origin}: max_gap_ratio must be in [0, 1)")
     return Settings(start_date=start, pairs=pairs, synthetic=synth, max_gap_ratio=gap, repos=repos)
@@ -54,13 +60,27 @@ def _parse(raw: dict, origin: str) -> Settings:
 def load_settings(path: str | None = None) -> Settings:
     """Read the pipeline config (``path``, else ``CYBER_CONFIG``, else the packaged default)."""
     config_path = Path(path or os.environ.get("CYBER_CONFIG") or _DEFAULT_CONFIG).resolve()
-    return _load(str(config_path), config_path.stat().st_mtime_ns)  # an edited file is read again
+    try:
+        mtime_ns = config_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        named_by = "" if path or not os.environ.get("CYBER_CONFIG") else " (named by CYBER_CONFIG)"
+        raise FileNotFoundError(f"pipeline config not found: {config_path}{named_by}") from None
+    return _load(str(config_path), mtime_ns)  # an edited file is read again
 
 
 @lru_cache(maxsize=8)
 def _load(config_path: str, mtime_ns: int) -> Settings:
     with open(config_path) as fh:
-        raw = yaml.safe_load(fh) or {}
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"invalid pipeline config {config_path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ValueError(f"invalid pipeline config {config_path}: expected a mapping of settings, got {kind}")
     return _parse(raw, config_path)
 
 
