@@ -17,6 +17,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+# Not re-exported by dagster: the target of a check evaluation yielded for one partition of a range run
+# (AssetCheckResult finds it only for single-partition runs). Without it the result is never "current".
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from cyber_pipelines.quality.audit import DayAudit, DayFailure
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.storage import TableStore, content_hash
@@ -25,6 +31,7 @@ from cyber_pipelines.storage import TableStore, content_hash
 # partition's own event gives every partition of a range run its own DataVersion.
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
+MAX_DAYS_SHOWN = 5  # days named in a one-line failure; the check's metadata lists them all
 
 
 def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
@@ -91,10 +98,12 @@ def failure_line(subject: str, failures: list[DayFailure]) -> str:
     by_day: dict[date, list[DayFailure]] = {}
     for f in failures:
         by_day.setdefault(f.day, []).append(f)
-    return "; ".join(
-        f"{subject} {day}: " + ", ".join(f"{f.check} ({f.rule}: {f.detail})" for f in fs[:3])
-        for day, fs in sorted(by_day.items())
+    shown = sorted(by_day.items())[:MAX_DAYS_SHOWN]
+    line = "; ".join(
+        f"{subject} {day}: " + ", ".join(f"{f.check} ({f.rule}: {f.detail})" for f in fs[:3]) for day, fs in shown
     )
+    more = len(by_day) - len(shown)
+    return line + (f"; and {more} more day(s) of {subject}" if more > 0 else "")
 
 
 def publish_audited(
@@ -137,6 +146,7 @@ def publish_audited(
                 **describe(published),
             },
         )
+    target = _latest_materialization(context.instance, asset_key, partition.key)
     for check in audit.checks:
         failures = audit.failures_on(set(fetched), check)
         outcomes = [o for o in audit.outcomes if o.check == check]
@@ -145,6 +155,7 @@ def publish_audited(
             check_name=check,
             passed=not failures and bool(fetched),
             partition=partition.key,
+            target_materialization_data=target,
             blocking=True,
             severity=dg.AssetCheckSeverity.ERROR,
             description=failure_line(partition.subject, failures) if failures else None,
@@ -159,6 +170,22 @@ def publish_audited(
                 **observed(check, month_summary),
             },
         )
+
+
+def _latest_materialization(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The partition's latest materialization, which its check results judge (just published, or the kept
+    previous version); Dagster counts a check as current only when it targets that event."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+    )
 
 
 def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

@@ -66,7 +66,11 @@ def audit_activity(repo: str, candidates: Mapping[date, pl.DataFrame]) -> DayAud
         ),
         *tag(
             "github_unique_repo_hours",
-            E.ExpectCompoundColumnsToBeUnique(column_list=["repo", "timestamp"], description="no duplicate repo-hour"),
+            E.ExpectCompoundColumnsToBeUnique(
+                column_list=["repo", "timestamp"],
+                ignore_row_if="any_value_is_missing",
+                description="no duplicate repo-hour",
+            ),
             E.ExpectColumnValuesToBeInSet(column="repo", value_set=[repo], description=f"rows belong to {repo}"),
         ),
     ]
@@ -77,7 +81,7 @@ def audit_activity(repo: str, candidates: Mapping[date, pl.DataFrame]) -> DayAud
             column="outside_day", min_value=0, max_value=0, description="timestamps inside their partition day"
         ),
     )
-    return audit_days("github_activity", GITHUB_CHECKS, rows, row_days, row_rules, summary, summary_rules)
+    return audit_days("github_activity", GITHUB_CHECKS, candidates, row_rules, summary, summary_rules)
 
 
 def audit_moat(candidates: Mapping[date, pl.DataFrame]) -> DayAudit:
@@ -95,7 +99,9 @@ def audit_moat(candidates: Mapping[date, pl.DataFrame]) -> DayAudit:
         ),
         *tag(
             "moat_unique_observations",
-            E.ExpectCompoundColumnsToBeUnique(column_list=MOAT_KEY, description="no duplicate observation"),
+            E.ExpectCompoundColumnsToBeUnique(
+                column_list=MOAT_KEY, ignore_row_if="any_value_is_missing", description="no duplicate observation"
+            ),
         ),
         *tag(
             "moat_values_in_range",
@@ -110,4 +116,4 @@ def audit_moat(candidates: Mapping[date, pl.DataFrame]) -> DayAudit:
             column="outside_day", min_value=0, max_value=0, description="timestamps inside their publication day"
         ),
     )
-    return audit_days("moat_records", MOAT_CHECKS, rows, row_days, row_rules, summary, summary_rules)
+    return audit_days("moat_records", MOAT_CHECKS, candidates, row_rules, summary, summary_rules)

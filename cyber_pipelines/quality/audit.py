@@ -90,41 +90,49 @@ def _attribute(
 def audit_days(
     suite_name: str,
     checks: Collection[str],
-    rows: pl.DataFrame,
-    row_days: Sequence[date],
+    candidates: Mapping[date, pl.DataFrame],
     row_expectations: Sequence[gx.expectations.Expectation],
     summary: pl.DataFrame,
     summary_expectations: Sequence[gx.expectations.Expectation],
 ) -> DayAudit:
-    """Run the row suite on ``rows`` (``row_days[i]`` is row i's partition day) and the summary suite on
-    ``summary`` (one row per day, column ``day``); attribute every failure to its days."""
-    if len(row_days) != rows.height:
-        raise ValueError(f"row_days has {len(row_days)} entries for {rows.height} rows")
+    """Run the row suite on the candidate rows and the summary suite on ``summary`` (one row per day,
+    column ``day``); attribute every failure to its days.
+
+    Days whose frames share a schema are validated together, in one GX run; a day with another schema
+    (a missing column, another type) gets its own run, so its table-level failures stay its own."""
     days = tuple(summary["day"].to_list())
-    labels = rows["timestamp"].to_list() if "timestamp" in rows.columns else None
+    groups: dict[tuple, dict[date, pl.DataFrame]] = {}
+    for day in sorted(candidates):
+        frame = candidates[day]
+        # pandas turns an integer column with a null into float64: such days are validated apart too.
+        null_ints = tuple(c for c, t in frame.schema.items() if t.is_integer() and frame[c].null_count())
+        groups.setdefault((tuple(frame.schema.items()), null_ints), {})[day] = frame
     outcomes: list[ExpectationOutcome] = []
     failures: list[DayFailure] = []
     elapsed = 0.0
-    # An empty row frame (no candidates at all) still gets its table-level expectations judged.
-    for frame, frame_days, expectations, frame_labels in (
-        (rows, row_days if rows.height else days, row_expectations, labels),
-        (summary, days, summary_expectations, None),
-    ):
+    frames = [(*concat_days(group), True) for group in groups.values()] + [(summary, list(days), False)]
+    for frame, frame_days, is_rows in frames:
+        expectations = row_expectations if is_rows else summary_expectations
         if not expectations:
             continue
         report = run_suite(frame, suite_name, expectations, checks)
         elapsed += report.elapsed_s
         outcomes += report.results
+        labels = frame["timestamp"].to_list() if is_rows and "timestamp" in frame.columns else None
         for outcome in report.failures:
-            failures += _attribute(outcome, frame, list(frame_days), frame_labels)
+            failures += _attribute(outcome, frame, frame_days, labels if is_rows else None)
     failures.sort(key=lambda f: (f.day, f.check, f.rule))
     return DayAudit(tuple(checks), days, tuple(outcomes), tuple(failures), summary, round(elapsed, 4))
 
 
 def concat_days(candidates: Mapping[date, pl.DataFrame]) -> tuple[pl.DataFrame, list[date]]:
-    """All candidate rows in day order (rows of a day in their source order) and each row's day."""
+    """All candidate rows in day order (rows of a day in their source order) and each row's day.
+
+    A day without rows still counts: a table-level failure of an all-empty frame names its days."""
     ordered = sorted(candidates)
     frames = [candidates[d] for d in ordered if candidates[d].height]
-    rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    row_days = [d for d in ordered for _ in range(candidates[d].height)]
-    return rows, row_days
+    if not frames:
+        first = candidates[ordered[0]] if ordered else pl.DataFrame()
+        return first.clear(), list(ordered)
+    rows = pl.concat(frames, how="diagonal_relaxed")
+    return rows, [d for d in ordered for _ in range(candidates[d].height)]
