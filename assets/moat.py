@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -17,11 +18,11 @@ from assets.batch import (
     run_partition_keys,
 )
 from assets.partitions import month_days, monthly_partitions
-from cyber_pipelines.config import load_settings, resolve_source
-from cyber_pipelines.github.activity import load_repo_map
+from cyber_pipelines.config import load_repo_map, load_settings, resolve_source
 from cyber_pipelines.keys import pair_base
 from cyber_pipelines.moat.staging import load_staged_moat
 from cyber_pipelines.quality.activity import MOAT_CHECKS, audit_moat
+from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.synthetic.activity import simulate_moat_records
 
@@ -45,6 +46,11 @@ def moat_assets() -> list[str]:
 def moat_parts(partition_key: str) -> tuple[str]:
     """Storage path part of a month partition: ``(2024-01,)``."""
     return (date.fromisoformat(partition_key).strftime("%Y-%m"),)
+
+
+def _describe(published: pl.DataFrame) -> dict[str, Any]:
+    summary = published.group_by("source", "metric").agg(rows=pl.len()).sort("source", "metric")
+    return {"entities": published["entity"].n_unique(), "feeds": dg.MetadataValue.md(markdown_table(summary))}
 
 
 def _candidates(source: str, days: list[date], market: MarketDataResource) -> dict[date, pl.DataFrame]:
@@ -104,6 +110,7 @@ def moat_records(
                     partition=partition,
                     candidates=candidates,
                     audit=audit,
+                    describe=_describe,
                 )
         fail_if_blocked("moat_records", [failure_line("moat", list(audit.failures))] if audit.failures else [])
     if empty:

@@ -84,6 +84,11 @@ def _load(config_path: str, mtime_ns: int) -> Settings:
     return _parse(raw, config_path)
 
 
+def load_repo_map(settings_path: str | None = None) -> dict[str, list[str]]:
+    """The ``repos`` mapping of the pipeline config: ``owner/name`` -> asset symbols (first = primary)."""
+    return {repo: list(symbols) for repo, symbols in load_settings(settings_path).repos.items()}
+
+
 def data_dir() -> Path:
     """Storage root (``CYBER_DATA_DIR``, default ``./data``)."""
     return Path(os.environ.get("CYBER_DATA_DIR") or "data").resolve()

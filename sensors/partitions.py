@@ -3,8 +3,8 @@
 import dagster as dg
 
 from assets.partitions import pair_partitions, repo_partitions
-from cyber_pipelines.config import load_settings
-from cyber_pipelines.github.activity import load_repo_map, repo_to_key
+from cyber_pipelines.config import load_repo_map, load_settings
+from cyber_pipelines.github.activity import repo_to_key
 from cyber_pipelines.keys import pair_to_key
 
 

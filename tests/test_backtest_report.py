@@ -25,10 +25,10 @@ from cyber_pipelines.backtest.report import (
 )
 from cyber_pipelines.backtest.significance import compare_to_baseline
 from cyber_pipelines.backtest.strategies import RuleOfThree
-from cyber_pipelines.config import load_settings
+from cyber_pipelines.config import load_repo_map, load_settings
 from cyber_pipelines.features.cross_source import build_feature_table, repos_for_asset
 from cyber_pipelines.features.indicators import WARMUP_BARS
-from cyber_pipelines.github.activity import build_activity, load_repo_map
+from cyber_pipelines.github.activity import build_activity
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
 from cyber_pipelines.keys import pair_base
 from cyber_pipelines.storage import TableStore

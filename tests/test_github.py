@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from fakes.github import FakeCommit, FakeGitHub, FakeRepo
 
-from cyber_pipelines.config import load_settings
-from cyber_pipelines.github.activity import build_activity, key_to_repo, load_repo_map, repo_to_key
+from cyber_pipelines.config import load_repo_map, load_settings
+from cyber_pipelines.github.activity import build_activity, key_to_repo, repo_to_key
 from cyber_pipelines.github.client import (
     SETTLE_DAYS,
     ActivityCache,

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cyber_pipelines.config import load_repo_map
 from cyber_pipelines.features.leadlag import (
     _block_permutations,
     _lagged_corr,
@@ -17,7 +18,7 @@ from cyber_pipelines.features.leadlag import (
     leadlag_markdown,
     leadlag_plot_png,
 )
-from cyber_pipelines.github.activity import build_activity, load_repo_map
+from cyber_pipelines.github.activity import build_activity
 
 HOURS = 90 * 24
 

@@ -146,7 +146,7 @@ def pivot_moat(moat: pl.DataFrame, base_asset: str) -> pl.DataFrame:
 def repos_for_asset(base_asset: str, repo_map: dict[str, list[str]] | None = None) -> list[str]:
     """Repositories that inform ``base_asset`` (from the pipeline config's ``repos`` mapping by default)."""
     if repo_map is None:
-        from cyber_pipelines.github.activity import load_repo_map
+        from cyber_pipelines.config import load_repo_map
 
         repo_map = load_repo_map()
     return sorted(repo for repo, assets in repo_map.items() if base_asset in assets)

@@ -56,13 +56,6 @@ def key_to_repo(key: str) -> str:
     return repo
 
 
-def load_repo_map(settings_path: str | None = None) -> dict[str, list[str]]:
-    """The ``repos`` mapping of the pipeline config: ``owner/name`` -> asset symbols (first = primary)."""
-    from cyber_pipelines.config import load_settings
-
-    return {repo: list(symbols) for repo, symbols in load_settings(settings_path).repos.items()}
-
-
 def validate_repo_map(raw: object) -> dict[str, list[str]]:
     """Check a ``repos`` mapping: valid repo names, unique ignoring case, non-empty upper-case symbols."""
     if not isinstance(raw, dict):
