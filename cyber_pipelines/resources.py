@@ -77,7 +77,7 @@ class MarketDataResource(dg.ConfigurableResource):
             )
             return split_days(candles, days)
         if source == "landing":
-            from cyber_pipelines.market.landing import load_staged
+            from cyber_pipelines.landing.staging import load_staged
 
             found = {}
             for day in days:

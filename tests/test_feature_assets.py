@@ -73,7 +73,8 @@ def test_lead_lag_report_finds_the_planted_lead(features_run: tuple[dg.DagsterIn
 def test_a_pair_whose_latest_ingest_failed_a_blocking_check_gets_no_features(isolated_dirs: Path) -> None:
     from assets.features import OHLCV_CHECK_NAMES
     from assets.quality import ohlcv_quality_checks
-    from cyber_pipelines.market.landing import parse_landing_file, stage_batch
+    from cyber_pipelines.landing.ohlcv import parse_landing_file
+    from cyber_pipelines.landing.staging import stage_batch
 
     assert {k.name for k in ohlcv_quality_checks.check_keys} == set(OHLCV_CHECK_NAMES)
     instance = dg.DagsterInstance.ephemeral()

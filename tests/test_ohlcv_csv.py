@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,10 +94,19 @@ def test_split_date_and_time_columns_and_extra_columns(tmp_path):
         ("Date,Open,High,Low,Close\n2024-01-01,1,2,0.5,1.5\n", r"missing columns \['volume'\]"),
         ("Open,High,Low,Close,Volume\n1,2,0.5,1.5,3\n", r"missing columns \['timestamp \(or date\)'\]"),
         ("Date,Open,High,Low,Close,Volume,close\n2024-01-01,1,2,0.5,1.5,3,1\n", "differ only in letter case"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-01,1,2,0.5,n/a,3\n", r"'Close' data row 1: 'n/a' is not a num"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-01,1,2,0.5,1.5,3\n2024-01-02,1,2,,1.5,3\n", "'Low' data row 2"),
-        ("Date,Open,High,Low,Close,Volume\nyesterday,1,2,0.5,1.5,3\n", "neither ISO dates"),
-        ("Date,Open,High,Low,Close,Volume\n,1,2,0.5,1.5,3\n", "empty time"),
+        (
+            "Date,Open,High,Low,Close,Volume\n2024-01-01,1,2,0.5,n/a,3\n",
+            r"in.csv line 2, column 'Close': 'n/a' is not a num",
+        ),
+        (
+            "Date,Open,High,Low,Close,Volume\n2024-01-01,1,2,0.5,1.5,3\n2024-01-02,1,2,,1.5,3\n",
+            "in.csv line 3, column 'Low': missing value",
+        ),
+        (
+            "Date,Open,High,Low,Close,Volume\nyesterday,1,2,0.5,1.5,3\n",
+            "in.csv line 2, column 'Date': 'yesterday' is not a",
+        ),
+        ("Date,Open,High,Low,Close,Volume\n,1,2,0.5,1.5,3\n", "line 2, column 'Date': missing timestamp"),
         ("Date,Open,High,Low,Close,Volume\n", "no data rows"),
     ],
 )
@@ -127,3 +137,67 @@ def test_compute_features_file(tmp_path, suffix):
 def test_compute_features_file_rejects_other_extensions(tmp_path):
     with pytest.raises(ValueError, match=r"\.parquet or \.csv"):
         compute_features_file(GOOG, tmp_path / "out.json")
+
+
+# --- timestamps: ISO 8601, epochs, ambiguous dates ------------------------------------------------
+@pytest.mark.parametrize(
+    ("times", "first"),
+    [
+        (["2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", "2024-01-01T02:00:00Z"], datetime(2024, 1, 1)),
+        (["2024-01-01", "2024-01-01 01:00", "2024-01-01T02:00:00+00:00"], datetime(2024, 1, 1)),  # mixed ISO forms
+        (["1704067200", "1704070800", "1704074400"], datetime(2024, 1, 1)),  # seconds
+        (["1704067200000", "1704070800000", "1704074400000"], datetime(2024, 1, 1)),  # milliseconds
+        (["1704067200000000", "1704070800000000", "1704074400000000"], datetime(2024, 1, 1)),  # microseconds
+        (["1704067200000000000", "1704070800000000000", "1704074400000000000"], datetime(2024, 1, 1)),  # ns
+        (["2021/01/02", "2021/01/03", "2021/01/04"], datetime(2021, 1, 2)),  # year first: not ambiguous
+    ],
+)
+def test_iso_and_epoch_timestamps(tmp_path, times, first):
+    candles = read_ohlcv_csv(write(tmp_path, with_times("Date,Open,High,Low,Close,Volume", times)))
+    assert candles["timestamp"][0] == first.replace(tzinfo=UTC)
+    assert candles["timestamp"].diff().drop_nulls().dt.total_seconds().to_list() in ([3600, 3600], [86400, 86400])
+
+
+@pytest.mark.parametrize(
+    "times", [["01/02/2021", "01/03/2021", "01/04/2021"], ["01.02.2021", "02.02.2021", "03.02.2021"]]
+)
+def test_ambiguous_dates_are_refused_naming_date_format_file_and_line(tmp_path, times):
+    path = write(tmp_path, with_times("Date,Open,High,Low,Close,Volume", times), name="us.csv")
+    with pytest.raises(OhlcvError) as info:
+        read_ohlcv_csv(path)
+    message = str(info.value)
+    assert "--date-format" in message and "ambiguous" in message
+    assert f"{path} line 2, column 'Date'" in message and repr(times[0]) in message
+
+
+def test_explicit_date_format_reads_us_and_european_dates(tmp_path):
+    times = ["01/02/2021", "01/03/2021", "01/04/2021"]
+    path = write(tmp_path, with_times("Date,Open,High,Low,Close,Volume", times))
+    us = read_ohlcv_csv(path, date_format="%m/%d/%Y")
+    assert us["timestamp"].to_list() == [datetime(2021, 1, d, tzinfo=UTC) for d in (2, 3, 4)]  # daily stays daily
+    eu = read_ohlcv_csv(path, date_format="%d/%m/%Y")
+    assert eu["timestamp"].to_list() == [datetime(2021, m, 1, tzinfo=UTC) for m in (2, 3, 4)]
+    bad = write(
+        tmp_path, with_times("Date,Open,High,Low,Close,Volume", ["01/02/2021", "13/02/2021", "01/04/2021"]), "bad.csv"
+    )
+    with pytest.raises(
+        OhlcvError, match=r"line 3, column 'Date': '13/02/2021' does not match --date-format '%m/%d/%Y'"
+    ):
+        read_ohlcv_csv(bad, date_format="%m/%d/%Y")
+    features = compute_features_file(path, tmp_path / "f.parquet", date_format="%m/%d/%Y")
+    assert features["timestamp"][0] == datetime(2021, 1, 2, tzinfo=UTC)
+
+
+def test_compute_features_file_refuses_to_write_over_its_input(tmp_path):
+    source = tmp_path / "goog.csv"
+    source.write_bytes(GOOG.read_bytes())
+    before = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "hard.csv"
+    os.link(source, link)
+    for output in (source, tmp_path / "sub" / ".." / "goog.csv", link):
+        with pytest.raises(ValueError, match="refusing to write the features over the input") as info:
+            compute_features_file(source, output)
+        assert str(source) in str(info.value) and str(output) in str(info.value)
+        assert "\n" not in str(info.value)
+    assert source.read_bytes() == before

@@ -1,11 +1,11 @@
-"""The sensors evaluated with `build_sensor_context`: landing folder, config partitions, GitHub days."""
+"""The sensors evaluated with `build_sensor_context`: config partitions, GitHub days (landing: test_landing_sensor)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Self
 
@@ -18,204 +18,13 @@ from assets.partitions import daily_partitions, repo_day_partitions
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.github.activity import repo_to_key
 from cyber_pipelines.keys import pair_to_key
-from cyber_pipelines.resources import MarketDataResource
 from sensors.github import github_activity_sensor
-from sensors.landing import landing_sensor
 from sensors.partitions import config_partitions_sensor
-
-DAY = date(2024, 3, 10)
-T0 = int(datetime(2024, 3, 10, tzinfo=UTC).timestamp())
-MARKET_CONFIG = {"ops": {"ohlcv_candles": {"config": {"source": "landing"}}}}
-MOAT_CONFIG = {"ops": {"moat_records": {"config": {"source": "landing"}}}}
-
-
-# --- landing files --------------------------------------------------------------------------------
-def kraken_rows(hours: int, start: int = T0) -> list[str]:
-    """Kraken OHLCVT rows (no header): time, open, high, low, close, volume, trades."""
-    rows = []
-    for h in range(hours):
-        price = 100.0 + h
-        rows.append(f"{start + 3600 * h},{price},{price + 2},{price - 1},{price + 1},{1.5 + h},{7}")
-    return rows
-
-
-def generic_rows(hours: int) -> list[str]:
-    header = "timestamp,open,high,low,close,volume"
-    stamps = [datetime.fromtimestamp(T0 + 3600 * h, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for h in range(hours)]
-    return [header] + [f"{ts},{20 + h},{22 + h},{19 + h},{21 + h},{3}" for h, ts in enumerate(stamps)]
-
-
-GOOD = {
-    "XBTUSD_60.csv": "\n".join(kraken_rows(24)) + "\n",  # Kraken download: BTC/USD, one day
-    "ETH-USD.csv": "\n".join(generic_rows(48)) + "\n",  # generic named columns: ETH/USD, two days
-    "feeds-2024-03-10.csv": (
-        "timestamp,source,entity,metric,value\n"
-        "2024-03-10T06:00:00Z,government,ETH,filings,3\n"
-        "2024-03-10T12:00:00Z,logistics,ETH,shipments,1200.5\n"
-        "2024-03-10T13:00:00Z,corporate,SOL,announcements,1\n"
-    ),
-}
-BAD: dict[str, tuple[bytes, str]] = {  # name -> (content, the reason's telling words)
-    "SOLUSD_60.csv": (("\n".join(kraken_rows(24)))[:-25].encode(), "truncated"),
-    "ADA-USD.csv": (b"ts,o,h,l,c,v\n1710028800,1,2,0.5,1.5,10\n1710032400,1,2,0.5,1.5,10\n", "no timestamp column"),
-    "DOT-USD.csv": (
-        ("\n".join([*generic_rows(3)[:2], "2024-03-10T02:00:00Z,20,18,21,19,3"]) + "\n").encode(),
-        "high < low",
-    ),
-    "LTC-USD.csv": (("\n".join(generic_rows(3) + generic_rows(2)[1:]) + "\n").encode(), "share a timestamp"),
-    "XRP-USD.csv": (bytes(range(256)) * 8, "binary content"),
-    "AVAX-USD.csv": (b"", "empty file"),
-    "x..y.csv": (("\n".join(kraken_rows(24)) + "\n").encode(), "unsafe file name"),
-    "feeds-bad.csv": (
-        b"timestamp,source,entity,metric,value\n2024-03-10T06:00:00Z,government,ETH,filings,3\n"
-        b"2024-03-10T06:00:00Z,government,ETH,filings,4\n",
-        "repeat a (timestamp",
-    ),
-}
-
-
-def write_old(path: Path, data: bytes) -> None:
-    """Write a file older than the sensor's 5 s minimum age (younger files may still be uploading)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    old = time.time() - 60
-    os.utime(path, (old, old))
-
-
-def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"market": MarketDataResource()})
-    result = landing_sensor(context)
-    assert isinstance(result, dg.SensorResult | dg.SkipReason)
-    return result
-
-
-@pytest.fixture
-def landing(isolated_dirs: Path) -> Path:
-    return isolated_dirs / "landing"
 
 
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
-
-
-def span(request: dg.RunRequest) -> str:
-    """A request's partition, or ``first..last`` of its single-run range."""
-    tags = request.tags or {}
-    if "dagster/asset_partition_range_start" in tags:
-        return f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
-    return str(request.partition_key)
-
-
-def test_landing_batch_sorts_good_and_bad_files_and_requests_the_right_runs(
-    landing: Path, instance: dg.DagsterInstance
-) -> None:
-    for name, text in GOOD.items():
-        write_old(landing / name, text.encode())
-    for name, (data, _) in BAD.items():
-        write_old(landing / name, data)
-    instance.add_dynamic_partitions("pairs", ["BTC-USD"])  # known already; ETH-USD is new
-
-    result = tick(instance)
-    assert isinstance(result, dg.SensorResult)
-
-    # Bad files: quarantined, each with its reason; nothing of them staged.
-    quarantine = landing / "quarantine"
-    for name, (_, reason) in BAD.items():
-        kept = "x.y.csv" if name == "x..y.csv" else name  # quarantine renames unsafe names
-        assert (quarantine / kept).exists(), name
-        note = (quarantine / f"{kept}.reason.txt").read_text()
-        assert note.startswith("reason: ") and reason in note.splitlines()[0], (name, note)
-        assert repr(name) in note  # the original name is on record
-    # Good files: archived; the landing folder itself is empty of files.
-    assert sorted(p.name for p in (landing / "processed").iterdir()) == sorted(GOOD)
-    assert [p for p in landing.iterdir() if p.is_file()] == []
-    assert sorted(p.name for p in (landing / "staged").iterdir()) == ["BTC-USD", "ETH-USD"]
-    assert len(list((landing / "staged_moat").glob("*.parquet"))) == 1
-    assert (landing / "processed" / "XBTUSD_60.csv").read_text() == GOOD["XBTUSD_60.csv"]  # moved unchanged
-
-    requests = list(result.run_requests or [])
-    by_partition = {(r.job_name, span(r)): r for r in requests}
-    assert set(by_partition) == {
-        ("market_ingest", "2024-03-10|BTC-USD"),
-        ("market_ingest", "2024-03-10|ETH-USD..2024-03-11|ETH-USD"),  # contiguous days: one range run
-        ("moat_ingest", "2024-03-10"),
-    }
-    assert len({r.run_key for r in requests}) == len(requests) == 3
-    for (job, _), request in by_partition.items():
-        assert request.run_key
-        assert request.run_config == (MARKET_CONFIG if job == "market_ingest" else MOAT_CONFIG)
-    assert by_partition[("market_ingest", "2024-03-10|BTC-USD")].tags["cyber/landing_file"] == "XBTUSD_60.csv"
-    assert isinstance(by_partition[("market_ingest", "2024-03-10|BTC-USD")].partition_key, dg.MultiPartitionKey)
-
-    (add,) = result.dynamic_partitions_requests or []
-    assert isinstance(add, dg.AddDynamicPartitionsRequest)
-    assert (add.partitions_def_name, list(add.partition_keys)) == ("pairs", ["ETH-USD"])
-
-    assert result.cursor is not None
-    cursor = json.loads(result.cursor)
-    assert (cursor["accepted_total"], cursor["quarantined_total"]) == (len(GOOD), len(BAD))
-    assert datetime.fromisoformat(cursor["last_tick"]).tzinfo is not None
-
-    # Two-phase hand-off: until a cursor listing them is committed, the manifests stay pending, and a
-    # tick that starts from the old cursor (the previous tick failed) asks for the same runs again.
-    assert len(list((landing / "pending").glob("*.json"))) == 3
-    retried = tick(instance, cursor="")
-    assert isinstance(retried, dg.SensorResult)
-    assert sorted(r.run_key or "" for r in retried.run_requests or []) == sorted(r.run_key or "" for r in requests)
-
-    # Next tick after the committed cursor: the manifests are done, nothing new.
-    skip = tick(instance, cursor=result.cursor)
-    assert isinstance(skip, dg.SkipReason)
-    assert "no new files" in (skip.skip_message or "")
-    assert list((landing / "pending").glob("*.json")) == []
-
-    # The same file dropped again: the same run key (Dagster de-duplicates it), the totals carry on.
-    write_old(landing / "XBTUSD_60.csv", GOOD["XBTUSD_60.csv"].encode())
-    again = tick(instance, cursor=result.cursor)
-    assert isinstance(again, dg.SensorResult)
-    (repeat,) = again.run_requests or []
-    assert repeat.run_key == by_partition[("market_ingest", "2024-03-10|BTC-USD")].run_key
-    assert again.dynamic_partitions_requests in (None, [])
-    assert again.cursor is not None
-    assert json.loads(again.cursor)["accepted_total"] == len(GOOD) + 1
-
-
-def test_landing_sensor_with_empty_cursor_missing_folder_and_fresh_files(
-    landing: Path, instance: dg.DagsterInstance
-) -> None:
-    missing = tick(instance, cursor="")
-    assert isinstance(missing, dg.SkipReason) and "no new files" in (missing.skip_message or "")
-
-    fresh = landing / "XBTUSD_60.csv"
-    landing.mkdir()
-    fresh.write_text(GOOD["XBTUSD_60.csv"])  # just written: maybe still uploading
-    assert isinstance(tick(instance, cursor=""), dg.SkipReason)
-    assert fresh.exists()
-
-    old = time.time() - 60
-    os.utime(fresh, (old, old))
-    result = tick(instance, cursor="")
-    assert isinstance(result, dg.SensorResult)
-    assert [str(r.partition_key) for r in result.run_requests or []] == ["2024-03-10|BTC-USD"]
-    assert result.cursor is not None
-    assert {k: v for k, v in json.loads(result.cursor).items() if k not in ("last_tick", "emitted")} == {
-        "accepted_total": 1,
-        "quarantined_total": 0,
-    }
-
-
-def test_landing_file_of_days_without_a_partition_is_archived_without_runs(
-    landing: Path, instance: dg.DagsterInstance
-) -> None:
-    before_start = int(datetime(2023, 12, 30, tzinfo=UTC).timestamp())  # the pipeline starts 2024-01-01
-    write_old(landing / "XBTUSD_60.csv", ("\n".join(kraken_rows(24, start=before_start)) + "\n").encode())
-    result = tick(instance)
-    assert isinstance(result, dg.SensorResult)
-    assert list(result.run_requests or []) == []
-    assert result.skip_reason is not None
-    assert "1 file(s) accepted" in (result.skip_reason.skip_message or "")
-    assert (landing / "processed" / "XBTUSD_60.csv").exists()
 
 
 # --- config partitions ----------------------------------------------------------------------------

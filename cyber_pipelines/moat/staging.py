@@ -1,43 +1,71 @@
-"""Validated moat files staged as Parquet; a day's records are read back from all staged files."""
+"""Parsed moat files staged as Parquet with a sequence each; a day's records are read back from them.
+
+Layout and rules are those of ``cyber_pipelines.landing.staging``: ``<staging>/<sequence>-<hash>.parquet``
+with a manifest beside it; for each observation key (timestamp, source, entity, metric) the records of
+the highest-sequence staged file that has it win, and repeats inside that file are kept (the moat
+quality suite blocks their day).
+"""
 
 from __future__ import annotations
 
-import os
-import time
-from datetime import date
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
+from cyber_pipelines.landing.staging import StagedPart, newest_rows, stage_table, staged_parts
 from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
-from cyber_pipelines.storage import content_hash, write_parquet_atomic
+from cyber_pipelines.storage import content_hash as frame_hash
 
 
-def stage_moat(records: pl.DataFrame, staging_dir: Path) -> Path:
-    """Write validated records to ``staging_dir/<content hash>.parquet`` (idempotent).
+def stage_moat(
+    records: pl.DataFrame, staging_dir: Path, *, content_hash: str | None = None, source_file: str = ""
+) -> tuple[StagedPart, bool]:
+    """Stage parsed records as ``staging_dir/<sequence>-<hash>.parquet``.
 
-    Staging marks the file as the newest (mtime), so a file dropped again wins over files staged since."""
-    path = staging_dir / f"{content_hash(records)}.parquet"
-    if not path.exists():
-        write_parquet_atomic(records, path)
-    newest = max((p.stat().st_mtime_ns for p in staging_dir.glob("*.parquet") if p != path), default=0)
-    stamp = max(time.time_ns(), newest + 1_000)
-    os.utime(path, ns=(stamp, stamp))
-    return path
+    ``content_hash`` is the landing file's (default: a hash of the records). Returns (the staged part,
+    whether it is new): the content that is already the newest staged file returns that file; older
+    content staged again gets a new sequence, so a file dropped again is the latest word."""
+    staging_dir = Path(staging_dir)
+    days = sorted({d.isoformat() for d in records["timestamp"].dt.date().to_list()})
+    return stage_table(
+        records.select([pl.col(c).cast(t) for c, t in MOAT_SCHEMA.items()]),
+        staging_dir,
+        staging_root=staging_dir,
+        content_hash=content_hash or frame_hash(records)[:16],
+        manifest={"kind": "moat", "file": source_file, "days": days},
+    )
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=MOAT_SCHEMA)
+
+
+def load_staged_moat_days(staging_dir: Path, days: Iterable[date]) -> dict[date, pl.DataFrame]:
+    """The staged records published on each of ``days`` (UTC), read in one pass; every day is in the
+    result (an empty frame when nothing was published that day). Raises ``FileNotFoundError`` when no
+    moat file is staged at all."""
+    staging_dir = Path(staging_dir)
+    parts = staged_parts(staging_dir)
+    if not parts:
+        raise FileNotFoundError(f"no staged moat files in {staging_dir}")
+    wanted = sorted(set(days))
+    if not wanted:
+        return {}
+    start = datetime(wanted[0].year, wanted[0].month, wanted[0].day, tzinfo=UTC)
+    end = datetime(wanted[-1].year, wanted[-1].month, wanted[-1].day, tzinfo=UTC) + timedelta(days=1)
+    rows = newest_rows(parts, MOAT_KEY, (pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
+    out = {day: _empty() for day in wanted}
+    if rows.is_empty():
+        return out
+    rows = rows.cast(MOAT_SCHEMA).sort(MOAT_KEY).with_columns(_day=pl.col("timestamp").dt.date())  # type: ignore[arg-type]
+    for (day,), frame in rows.partition_by("_day", as_dict=True, maintain_order=True).items():
+        if day in out:
+            out[day] = frame.drop("_day")
+    return out
 
 
 def load_staged_moat(staging_dir: Path, day: date) -> pl.DataFrame:
-    """Records published on ``day`` (UTC) from every staged file; a later-staged file wins on the same key."""
-    files = sorted(staging_dir.glob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    if not files:
-        raise FileNotFoundError(f"no staged moat files in {staging_dir}")
-    frames = [pl.read_parquet(f).with_columns(pl.lit(i).alias("_order")) for i, f in enumerate(files)]
-    records = (
-        pl.concat(frames)
-        .filter(pl.col("timestamp").dt.date() == day)
-        .sort("_order")
-        .unique(subset=MOAT_KEY, keep="last")
-        .drop("_order")
-        .sort(MOAT_KEY)
-    )
-    return records.cast(MOAT_SCHEMA)  # type: ignore[arg-type]
+    """Records published on ``day`` (UTC) from the staged files (see ``load_staged_moat_days``)."""
+    return load_staged_moat_days(staging_dir, [day])[day]
