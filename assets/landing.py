@@ -14,7 +14,7 @@ from cyber_pipelines.landing.intake import IntakeReport, Listed, intake_files
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource
 
-INTAKE_OP = "landing_intake"
+INTAKE_OP = "intake_landing_files"
 
 
 class LandingFileConfig(dg.Config):

@@ -104,7 +104,7 @@ def main() -> None:
         observe, observe_s = tick(None)  # the previous observation: every file seen once
         taken, tick_s = tick(observe.cursor)  # the measured tick: every file stable
         requests = list(taken.run_requests or [])
-        files_requested = sum(len(r.run_config["ops"]["landing_intake"]["config"]["files"]) for r in requests)
+        files_requested = sum(len(r.run_config["ops"]["intake_landing_files"]["config"]["files"]) for r in requests)
 
         start = time.perf_counter()
         for path in paths:

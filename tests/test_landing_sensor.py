@@ -155,7 +155,7 @@ def test_a_growing_file_is_taken_only_once_it_is_stable(landing: Path, instance:
         cursor = result.cursor
     stable = tick(instance, cursor)  # unchanged since the last look: taken whole
     (request,) = requests_of(stable, "landing_intake")
-    (listed,) = request.run_config["ops"]["landing_intake"]["config"]["files"]
+    (listed,) = request.run_config["ops"]["intake_landing_files"]["config"]["files"]
     assert (listed["name"], listed["size"]) == ("XBTUSD_60.csv", path.stat().st_size)
     run_intake(instance, stable)
     assert load_staged(landing / "staged", "BTC/USD", DAY).height == 24
@@ -172,7 +172,9 @@ def test_in_progress_names_are_ignored_and_a_done_marker_takes_a_file_at_once(
     (landing / "XBTUSD_60.csv.part").rename(landing / "XBTUSD_60.csv")  # write, then rename ...
     (landing / "XBTUSD_60.csv.done").touch()  # ... and say it is done
     (request,) = requests_of(tick(instance, first.cursor), "landing_intake")
-    assert [f["name"] for f in request.run_config["ops"]["landing_intake"]["config"]["files"]] == ["XBTUSD_60.csv"]
+    assert [f["name"] for f in request.run_config["ops"]["intake_landing_files"]["config"]["files"]] == [
+        "XBTUSD_60.csv"
+    ]
 
 
 def test_drop_to_ingest_requests_with_quarantine_and_two_phase_hand_off(
@@ -316,3 +318,11 @@ def test_landing_file_through_intake_and_ingest_stores_the_month(landing: Path, 
     assert stored.height == 48 and stored["timestamp"].min() == datetime(2024, 3, 10, tzinfo=UTC)
     assert stored["timestamp"].max() == datetime(2024, 3, 10, tzinfo=UTC) + timedelta(hours=47)
     assert os.listdir(landing / "pending")  # handed off by the next committed tick
+
+
+def test_the_code_location_loads_with_the_intake_job_and_the_sensor() -> None:
+    dg.Definitions.validate_loadable(defs)
+    repository = defs.get_repository_def()
+    assert "landing_intake" in {job.name for job in repository.get_all_jobs()}
+    sensor = repository.get_sensor_def("landing_sensor")
+    assert {t.job_name for t in sensor.targets} == {"landing_intake", "market_ingest", "moat_ingest"}
