@@ -20,7 +20,7 @@ from assets.batch import (
 from assets.partitions import month_days, monthly_partitions
 from cyber_pipelines.config import load_repo_map, load_settings, resolve_source
 from cyber_pipelines.keys import pair_base
-from cyber_pipelines.moat.staging import load_staged_moat
+from cyber_pipelines.moat.staging import load_staged_moat_days
 from cyber_pipelines.quality.activity import MOAT_CHECKS, audit_moat
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource, StorageResource
@@ -63,7 +63,7 @@ def _candidates(source: str, days: list[date], market: MarketDataResource) -> di
         }
     staged = market.landing_path() / "staged_moat"
     try:
-        found = {d: load_staged_moat(staged, d) for d in days}
+        found = load_staged_moat_days(staged, days)
     except FileNotFoundError:
         return {}
     return {d: frame for d, frame in found.items() if frame.height}

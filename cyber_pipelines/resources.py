@@ -56,8 +56,9 @@ class MarketDataResource(dg.ConfigurableResource):
         """Candidate candles of ``pair`` per UTC day, as the source gives them (not yet audited).
 
         Synthetic and ccxt give every day (an empty frame for a day without candles, which the gap
-        check then blocks), except that ccxt days before the exchange's first served candle are left
-        out (older than its retention). Landing gives only the days some staged file covers."""
+        check then blocks), except that ccxt days the exchange no longer serves whole are left out
+        (older than its retention, and the day its retention cut falls in). Landing gives only the
+        days some staged file covers."""
         if not days:
             return {}
         first, last = min(days), max(days)
@@ -77,15 +78,9 @@ class MarketDataResource(dg.ConfigurableResource):
             )
             return split_days(candles, days)
         if source == "landing":
-            from cyber_pipelines.landing.staging import load_staged
+            from cyber_pipelines.landing.staging import load_staged_days
 
-            found = {}
-            for day in days:
-                try:
-                    found[day] = load_staged(self.landing_path() / "staged", pair, day)
-                except FileNotFoundError:
-                    continue
-            return found
+            return load_staged_days(self.landing_path() / "staged", pair, days)
         from cyber_pipelines.market.exchange import fetch_ohlcv_range
 
         start = datetime(first.year, first.month, first.day, tzinfo=UTC)
@@ -93,6 +88,8 @@ class MarketDataResource(dg.ConfigurableResource):
         candles = fetch_ohlcv_range(self._client(), pair, start, end)
         served = candles["timestamp"].min()
         first_served = served.date() if isinstance(served, datetime) else last + timedelta(days=1)
+        if isinstance(served, datetime) and served > start and served != served.replace(hour=0):
+            first_served += timedelta(days=1)  # the retention cut falls inside that day: it is no longer whole
         return split_days(candles, [d for d in days if d >= first_served])
 
     def _client(self) -> "ccxt.Exchange":
@@ -151,7 +148,8 @@ class GitHubResource(dg.ConfigurableResource):
         return {day: self.fetch_day(repo, day, source) for day in days}
 
     def fetch_day(self, repo: str, day: date, source: str) -> pl.DataFrame:
-        from cyber_pipelines.github.activity import build_activity, load_repo_map
+        from cyber_pipelines.config import load_repo_map
+        from cyber_pipelines.github.activity import build_activity
 
         if source == "synthetic":
             from cyber_pipelines.synthetic.activity import simulate_commits, simulate_repo_snapshot

@@ -46,7 +46,9 @@ VARIANTS: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame]]] = {
     ),
     "low above open": ("ohlcv_price_integrity", lambda df: set_value(df, 5, "low", 105.5)),
     "high below close": ("ohlcv_price_integrity", lambda df: set_value(df, 5, "high", 100.5)),
+    "infinite high": ("ohlcv_price_integrity", lambda df: set_value(df, 5, "high", float("inf"))),
     "negative volume": ("ohlcv_volume", lambda df: set_value(df, 5, "volume", -1.0)),
+    "infinite volume": ("ohlcv_volume", lambda df: set_value(df, 5, "volume", float("inf"))),
     "two hours missing": ("ohlcv_gap_ratio", lambda df: df.filter(~pl.int_range(df.height).is_in([3, 4]))),
 }
 
@@ -70,7 +72,7 @@ def test_a_broken_day_fails_exactly_its_check_on_that_day_only(variant: str) -> 
 def test_a_failure_names_its_row_and_value() -> None:
     audit = audit_ohlcv({NEXT: set_value(valid_day(NEXT), 5, "volume", -1.0)}, 0.05)
     (failure,) = audit.failures
-    assert failure.rule == "volume >= 0"
+    assert failure.rule == "volume >= 0 and finite"
     assert "2024-03-02T05:00:00" in failure.detail and "volume = -1" in failure.detail
 
 

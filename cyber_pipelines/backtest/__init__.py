@@ -94,6 +94,7 @@ def backtest_csv(
     fill: str = "next_open",
     stop_loss: float | None = None,
     size_multiplier: float = 1.0,
+    date_format: str | None = None,
 ) -> dict[str, object]:
     """Backtest an OHLCV CSV with a named strategy; JSON-able metrics, trade count and final equity.
 
@@ -112,7 +113,7 @@ def backtest_csv(
         stop_loss=stop_loss,
         size_multiplier=size_multiplier,
     )
-    candles = read_ohlcv_csv(path)
+    candles = read_ohlcv_csv(path, date_format=date_format)
     if candles.height < 2:
         raise ValueError(f"{path}: need at least 2 candles to backtest, got {candles.height}")
     features = candles if isinstance(strategy, SmaCross) else add_indicators(candles)

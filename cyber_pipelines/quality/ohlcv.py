@@ -21,6 +21,7 @@ from cyber_pipelines.quality.gx import tag
 E = gx.expectations
 HOURS_PER_DAY = 24
 SUITE_NAME = "ohlcv_hourly"
+FINITE = 1e300  # GX has no finiteness rule: an upper bound no real price or volume reaches rejects +inf
 OHLCV_CHECKS = {
     "ohlcv_schema": "Columns are exactly the OHLCV set, typed (UTC datetime, float64), no nulls",
     "ohlcv_timestamps": "Timestamps unique, increasing, on the hourly grid of their own UTC day",
@@ -67,11 +68,18 @@ def row_expectations() -> list[gx.expectations.Expectation]:
                 for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low"))
             ),
             *(
-                E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, description=f"{c} > 0")
+                E.ExpectColumnValuesToBeBetween(
+                    column=c, min_value=0, max_value=FINITE, strict_min=True, description=f"{c} > 0 and finite"
+                )
                 for c in PRICE_COLUMNS
             ),
         ),
-        *tag("ohlcv_volume", E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0")),
+        *tag(
+            "ohlcv_volume",
+            E.ExpectColumnValuesToBeBetween(
+                column="volume", min_value=0, max_value=FINITE, description="volume >= 0 and finite"
+            ),
+        ),
     ]
 
 
