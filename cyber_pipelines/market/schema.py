@@ -28,7 +28,7 @@ def conform_ohlcv(df: pl.DataFrame) -> pl.DataFrame:
     """Cast to the canonical schema and column order, sorted by timestamp.
 
     Raises ``OhlcvError`` for missing columns or values that cannot be cast; does not drop or
-    repair rows (duplicates and bad prices are reported by ``validate_ohlcv``).
+    repair rows: duplicates, bad prices and gaps are the GX suite's to find (``quality.ohlcv``).
     """
     missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
     if missing:
@@ -41,28 +41,3 @@ def conform_ohlcv(df: pl.DataFrame) -> pl.DataFrame:
     except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
         raise OhlcvError(f"columns cannot be read as OHLCV: {exc}") from exc
     return out.sort("timestamp")
-
-
-def validate_ohlcv(df: pl.DataFrame) -> list[str]:
-    """Return the OHLCV rules a (conformed) frame breaks, as readable reasons; empty when valid."""
-    problems: list[str] = []
-    nulls = df.null_count().row(0, named=True)
-    bad_nulls = {c: n for c, n in nulls.items() if n}
-    if bad_nulls:
-        problems.append(f"null values: {bad_nulls}")
-    dupes = df.height - df["timestamp"].n_unique()
-    if dupes:
-        problems.append(f"{dupes} duplicate timestamps")
-    checks = {
-        "prices must be > 0": pl.min_horizontal(*PRICE_COLUMNS) <= 0,
-        "high < low": pl.col("high") < pl.col("low"),
-        "open/close outside [low, high]": (pl.min_horizontal("open", "close") < pl.col("low"))
-        | (pl.max_horizontal("open", "close") > pl.col("high")),
-        "volume must be >= 0": pl.col("volume") < 0,
-        "non-finite values": ~pl.all_horizontal(pl.col(*PRICE_COLUMNS, "volume").is_finite()),
-    }
-    for reason, bad in checks.items():
-        rows = df.filter(bad.fill_null(False))
-        if rows.height:
-            problems.append(f"{reason}: {rows.height} rows, first at {rows['timestamp'][0]}")
-    return problems
