@@ -2,8 +2,14 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export CYBER_DATA_DIR ?= $(CURDIR)/data
+# The demo runs in a home of its own (instance, data, pipeline config); `make ui` serves it.
+# `make ui UI_HOME=` serves the CLI's instance instead (DAGSTER_HOME and CYBER_DATA_DIR above).
+DEMO_HOME ?= $(CURDIR)/.demo
+UI_HOME ?= $(DEMO_HOME)
+PORT ?= 3000
+DEMO_ARGS ?=
 
 .PHONY: install demo test lint ui bench clean
 
@@ -16,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/cyber-pipelines demo
+	$(BIN)/cyber-pipelines demo --home $(DEMO_HOME) $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -25,12 +31,12 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+# Checks the port first: when it is taken it says so and starts nothing (no daemon left behind).
 ui: install
-	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/cyber-pipelines ui $(if $(UI_HOME),--home $(UI_HOME)) --port $(PORT)
 
 bench: install
 	@for b in benchmarks/*.py; do echo "$$b"; $(BIN)/python $$b; done
 
 clean:
-	rm -rf data .dagster_home/* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data .demo .dagster_home/* .pytest_cache .mypy_cache .ruff_cache

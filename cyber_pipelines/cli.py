@@ -1,18 +1,68 @@
-"""`cyber-pipelines`: ingest and export through Dagster from the shell, and the offline demo."""
+"""`cyber-pipelines`: ingest and export through Dagster from the shell, CSV features and backtests, the offline demo.
+
+Results go to stdout (one JSON document with --json), progress and errors to stderr. A failure is one
+line naming its root cause (the full trace with --verbose, and on the run's page in the UI); the exit
+status is 0 only on success, 1 when work failed, 2 for a bad request (arguments, config).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from datetime import date, timedelta
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
-import polars as pl
+from typing import Any, NoReturn
 
 from cyber_pipelines.keys import normalize_pair, pair_to_key
 from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES
 
+DEFAULT_DEMO_HOME = Path(".demo")
+DEFAULT_PORT = 3000
 
+
+class CliError(Exception):
+    """A one-line error for the user; ``code`` 2 for a bad request, 1 for failed work."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass
+class Report:
+    """What a command tells: stdout lines (or one JSON document) and warnings on stderr."""
+
+    json_mode: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self, text: str = "") -> None:
+        if not self.json_mode:
+            print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    def finish(self, ok: bool) -> None:
+        if self.json_mode:
+            print(json.dumps({"ok": ok, **self.data, "warnings": self.warnings}, indent=2, default=str))
+
+
+# -- argument types ------------------------------------------------------------------------------
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -20,15 +70,19 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
-def _days(start: date, end: date) -> list[date]:
-    if end < start:
-        raise SystemExit(f"error: --end {end} is before --start {start}")
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 def _pairs(text: str) -> list[str]:
     try:
-        return [normalize_pair(p) for p in text.split(",") if p.strip()]
+        pairs = [normalize_pair(p) for p in text.split(",") if p.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not pairs:
+        raise argparse.ArgumentTypeError("no pair given")
+    return list(dict.fromkeys(pairs))
+
+
+def _pair(text: str) -> str:
+    try:
+        return normalize_pair(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -42,91 +96,19 @@ def _repos(text: str) -> list[str]:
             repo_to_key(repo)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-    return repos
+    if not repos:
+        raise argparse.ArgumentTypeError("no repository given")
+    return list(dict.fromkeys(repos))
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from cyber_pipelines.orchestrate import ingest_github, ingest_market
-
-    days = _days(args.start, args.end)
-    if args.repos:
-        if args.source not in GITHUB_SOURCES:
-            raise SystemExit(f"error: with --repos, --source must be one of {GITHUB_SOURCES}")
-        outcomes = ingest_github(args.repos, days, args.source)
-    else:
-        if args.source not in MARKET_SOURCES:
-            raise SystemExit(f"error: --source must be one of {MARKET_SOURCES}, or github with --repos")
-        if not args.pairs:
-            raise SystemExit("error: --pairs is required for market sources (or --repos for GitHub activity)")
-        outcomes = ingest_market(args.pairs, days, args.source)
-    failed = [o for o in outcomes if not o.success]
-    for o in outcomes:
-        print(f"{'ok  ' if o.success else 'FAIL'} {o.partition}  run {o.run_id[:8]}  {o.message}")
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} partitions materialized")
-    return 1 if failed else 0
-
-
-def _write_table(df: pl.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        df.write_csv(out)
-    elif out.suffix == ".parquet":
-        df.write_parquet(out)
-    else:
-        raise SystemExit(f"error: --out must end in .csv or .parquet, got {out.name!r}")
-
-
-def _export_days(args: argparse.Namespace, table: str, key: str, label: str) -> int:
-    """Write the stored day partitions ``<source>/<table>/<key>/<day>`` of the date range to ``--out``."""
-    from cyber_pipelines import config
-    from cyber_pipelines.storage import TableStore
-
-    if args.out.suffix not in (".csv", ".parquet"):
-        raise SystemExit(f"error: --out must end in .csv or .parquet, got {args.out.name!r}")
-    store = TableStore(config.data_dir())
-    frames, missing = [], []
-    for day in _days(args.start, args.end):
-        if store.exists(args.source, table, key, day.isoformat()):
-            frames.append(store.read(args.source, table, key, day.isoformat()))
-        else:
-            missing.append(day.isoformat())
-    if not frames:
-        print(
-            f"error: nothing stored for {label} from source {args.source!r} in {args.start}..{args.end}",
-            file=sys.stderr,
-        )
-        return 2
-    stored = pl.concat(frames).sort("timestamp")
-    _write_table(stored, args.out)
-    if missing:
-        print(f"warning: {len(missing)} day(s) not stored: {', '.join(missing[:10])}", file=sys.stderr)
-    print(f"wrote {stored.height} rows of {label} ({args.source}) to {args.out}")
-    return 0
-
-
-def cmd_export_ohlcv(args: argparse.Namespace) -> int:
-    return _export_days(args, "ohlcv", pair_to_key(args.pair), args.pair)
-
-
-def cmd_export_github(args: argparse.Namespace) -> int:
-    from cyber_pipelines.config import resolve_source
-    from cyber_pipelines.github.activity import repo_to_key
-
-    args.source = resolve_source("github", GITHUB_SOURCES, args.source)
-    return _export_days(args, "github_activity", repo_to_key(args.repo), args.repo)
-
-
-def cmd_features(args: argparse.Namespace) -> int:
-    from cyber_pipelines.features.ohlcv_csv import compute_features_file
-    from cyber_pipelines.market.schema import OhlcvError
-
+def _positive_int(text: str) -> int:
     try:
-        table = compute_features_file(args.input, args.output)
-    except (OhlcvError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {table.height} rows x {len(table.columns)} columns of features to {args.output}")
-    return 0
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _param(text: str) -> tuple[str, float]:
@@ -139,11 +121,444 @@ def _param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"--param takes NAME=NUMBER, got {text!r}") from None
 
 
-def cmd_backtest(args: argparse.Namespace) -> int:
-    import json
+# -- shared checks -------------------------------------------------------------------------------
+def _settings() -> Any:
+    """The pipeline config, or a one-line error naming the file (before anything runs)."""
+    from cyber_pipelines.config import load_settings
 
+    try:
+        return load_settings()
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _check_range(start: date, end: date, first_day: date) -> None:
+    """Order, the config's first day, and no date in the future (UTC)."""
+    if end < start:
+        raise CliError(f"--end {end} is before --start {start}")
+    today = _today()
+    for name, day in (("--start", start), ("--end", end)):
+        if day > today:
+            raise CliError(f"{name} {day} is in the future (today is {today} UTC)")
+    if start < first_day:
+        raise CliError(f"{start} is before the first partition day {first_day} (start_date of the pipeline config)")
+
+
+def _clamp(start: date, end: date, last: date, why: str, report: Report) -> date:
+    """End the range at ``last`` (the last complete day the source has), with a warning."""
+    if start > last:
+        raise CliError(f"nothing complete to ingest in {start}..{end}: {why} is {last}", code=1)
+    if end > last:
+        report.warn(f"--end {end} is past {why} {last}; clamped to {start}..{last}")
+        return last
+    return end
+
+
+def _exchange_today(pairs: Sequence[str]) -> tuple[date, str]:
+    """Check the pairs against the exchange's markets; return the exchange's date (UTC) and its id."""
+    import ccxt
+
+    from cyber_pipelines.market.exchange import ExchangeDataError, ExchangeSettings, list_markets, make_exchange
+
+    try:
+        exchange = make_exchange(ExchangeSettings())
+        markets = set(list_markets(exchange))
+        unknown = [p for p in pairs if p not in markets]
+        if unknown:
+            raise CliError(
+                f"{exchange.id} does not list {', '.join(unknown)} among its {len(markets)} spot markets; "
+                "nothing was added or run",
+                code=1,
+            )
+        now_ms = exchange.fetch_time() if exchange.has.get("fetchTime") else exchange.milliseconds()
+    except (ExchangeDataError, ccxt.BaseError, ValueError) as exc:
+        raise CliError(f"exchange check failed: {str(exc).splitlines()[0]}", code=1) from None
+    return datetime.fromtimestamp(int(now_ms) / 1000, UTC).date(), str(exchange.id)
+
+
+# -- ingest --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Wanted:
+    """What one layer should ingest: the keys (pairs, repos; none for moat) and months, with the days they hold."""
+
+    layer: str
+    keys: list[str]
+    months: list[date]
+    through: date  # the last complete day the source has
+    since: date | None = None  # the first day that exists (landing: staged), if later than the months' start
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _settings()  # first: the code location reads the config when it is imported
+    from assets.partitions import last_complete_day, months_of
+    from cyber_pipelines.github.activity import repo_to_key
+
+    report = Report(args.json, {"command": "ingest", "source": args.source})
+    if args.repos and args.pairs:
+        raise CliError("give --pairs or --repos, not both")
+    if args.repos:
+        if args.source not in GITHUB_SOURCES:
+            raise CliError(f"with --repos, --source must be one of {', '.join(GITHUB_SOURCES)}")
+    elif args.source not in MARKET_SOURCES:
+        raise CliError(f"--source must be one of {', '.join(MARKET_SOURCES)} (or synthetic | github with --repos)")
+    elif not args.pairs and args.source != "landing":
+        raise CliError("--pairs is required for market sources (or --repos for GitHub activity)")
+    if args.source != "landing" and (args.start is None or args.end is None):
+        raise CliError("--start and --end are required (optional only with --source landing)")
+    if (args.start is None) != (args.end is None):
+        raise CliError("give both --start and --end, or neither")
+    if args.start is not None:
+        _check_range(args.start, args.end, settings.start_date)
+
+    if args.source == "landing":
+        return _ingest_landing(args, settings, report)
+    wanted: list[Wanted] = []
+    if args.repos:
+        if args.source == "synthetic":
+            unknown = [r for r in args.repos if r not in settings.repos]
+            if unknown:
+                raise CliError(
+                    f"{', '.join(unknown)}: not in the pipeline config's repos (synthetic activity needs the assets "
+                    "a repo informs)"
+                )
+        last_day = last_complete_day()
+        end = _clamp(args.start, args.end, last_day, "the last complete day (UTC)", report)
+        wanted = [Wanted("github", [repo_to_key(r) for r in args.repos], months_of(_days(args.start, end)), last_day)]
+    else:
+        if args.source == "ccxt":
+            exchange_day, exchange_id = _exchange_today(args.pairs)
+            last, why = exchange_day - timedelta(days=1), f"the last complete day on {exchange_id}'s clock"
+        else:
+            last, why = last_complete_day(), "the last complete day (UTC)"
+        end = _clamp(args.start, args.end, last, why, report)
+        wanted = [Wanted("market", [pair_to_key(p) for p in args.pairs], months_of(_days(args.start, end)), last)]
+    return _report_runs(_run_ingest(wanted, args, report), report, args.verbose)
+
+
+def _ingest_landing(args: argparse.Namespace, settings: Any, report: Report) -> int:
+    """The landing folder first (as the intake run does), then the months of what it staged (or --pairs)."""
+    from cyber_pipelines.landing.intake import discard_pending
+
+    if args.start is not None:
+        end = _clamp(args.start, args.end, _last_complete_day(), "the last complete day (UTC)", report)
+        args.end = end
+    wanted, intake = _landing_wanted(args, settings, report)
+    results = _run_ingest(wanted, args, report)
+    succeeded = {
+        key if plan.layer == "market" else "moat"
+        for plan, outcomes in results
+        for key, outcome in zip(plan.keys or ("moat",), outcomes, strict=False)
+        if outcome.success
+    }
+    # The CLI ran these ingests itself: the landing sensor need not request them again.
+    done = [s for s in intake.accepted if (pair_to_key(s.pair) if s.pair else "moat") in succeeded]
+    discard_pending(Path(report.data["intake"]["landing"]), done)
+    rejected = [f"{name}: {why}" for name, why in intake.quarantined + intake.failed]
+    return _report_runs(results, report, args.verbose, rejected)
+
+
+def _last_complete_day() -> date:
+    from assets.partitions import last_complete_day
+
+    return last_complete_day()
+
+
+def _landing_wanted(args: argparse.Namespace, settings: Any, report: Report) -> tuple[list[Wanted], Any]:
+    """Take in the landing folder as the intake run does (quarantine included); what it and the request cover."""
+    from assets.partitions import last_complete_day, months_of
+    from cyber_pipelines.config import landing_dir
+
+    landing = landing_dir()
+    intake = _intake(landing, args.min_age)
+    report.data["intake"] = {
+        "landing": str(landing),
+        "accepted": [
+            {"file": s.file, "kind": s.kind, "pair": s.pair, "days": len(s.days), "new": s.new} for s in intake.accepted
+        ],
+        "quarantined": [{"file": name, "reason": reason} for name, reason in intake.quarantined],
+        "left": [{"file": name, "why": why} for name, why in intake.left],
+        "failed": [{"file": name, "error": error} for name, error in intake.failed],
+    }
+    for s in intake.accepted:
+        again = "" if s.new else " (the same content was staged before)"
+        print(f"accepted {s.file}: {s.pair or s.kind}, {len(s.days)} day(s){again}", file=sys.stderr)
+    for name, why in intake.left:
+        print(f"left {name} for later: {why}", file=sys.stderr)
+    for name, reason in intake.quarantined:
+        report.warn(f"quarantined {name}: {reason} (moved to {landing / 'quarantine'})")
+    last = last_complete_day()
+
+    def usable(days: Sequence[date], what: str) -> list[date]:
+        early = [d for d in days if d < settings.start_date]
+        if early:
+            report.warn(
+                f"{what}: {len(early)} day(s) before the first partition day {settings.start_date} not ingested"
+            )
+        return [d for d in days if settings.start_date <= d <= last]
+
+    wanted_days: dict[str, list[date]] = {}
+    if args.pairs:
+        for pair in args.pairs:
+            days = (
+                _days(args.start, args.end)
+                if args.start
+                else usable([d for s in intake.accepted if s.pair == pair for d in s.days], pair)
+            )
+            if not days:
+                raise CliError(f"no --start/--end given and no new landing file for {pair} in {landing}")
+            wanted_days[pair] = days
+    else:
+        for s in intake.accepted:
+            if s.kind == "market" and s.pair:
+                wanted_days.setdefault(s.pair, []).extend(usable(s.days, s.file))
+    wanted: list[Wanted] = []
+    for pair, days in wanted_days.items():
+        if not days:
+            continue
+        staged = _staged_days(landing, pair, days)
+        if not staged:
+            raise CliError(
+                f"no staged candles for {pair} in {min(days)}..{max(days)} (looked in {landing / 'staged'})", code=1
+            )
+        if args.start and (min(staged) > args.start or max(staged) < args.end):
+            report.warn(
+                f"staged candles for {pair} cover only {min(staged)}..{max(staged)} of {args.start}..{args.end}; "
+                "ingesting the months they fall in"
+            )
+        wanted.append(Wanted("market", [pair_to_key(pair)], months_of(staged), staged[-1], staged[0]))
+    moat_days = usable(sorted({d for s in intake.accepted if s.kind == "moat" for d in s.days}), "moat files")
+    if moat_days:
+        wanted.append(Wanted("moat", [], months_of(moat_days), moat_days[-1], moat_days[0]))
+    if not wanted:
+        problems = intake.quarantined + intake.failed
+        raise CliError(
+            f"nothing to ingest: no new landing file in {landing}"
+            + (f" ({len(problems)} file(s) rejected, see above)" if problems else "")
+            + (f" ({len(intake.left)} still being written)" if intake.left else "")
+            + "; drop files there, or name --pairs with --start/--end to re-ingest staged candles",
+            code=1,
+        )
+    return wanted, intake
+
+
+def _intake(landing: Path, min_age_s: float | None) -> Any:
+    """Parse, quarantine and stage the landing folder's stable files, as the intake run does."""
+    from cyber_pipelines.landing.intake import DEFAULT_MIN_AGE_S, process_landing
+
+    if not landing.is_dir():
+        raise CliError(f"no landing folder at {landing} (CYBER_LANDING_DIR)", code=1)
+    return process_landing(landing, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s)
+
+
+def _staged_days(landing: Path, pair: str, days: Sequence[date]) -> list[date]:
+    from cyber_pipelines.landing.staging import load_staged_days
+
+    try:
+        return sorted(load_staged_days(landing / "staged", pair, days))
+    except FileNotFoundError as exc:
+        raise CliError(str(exc), code=1) from None
+
+
+def _run_ingest(wanted: Sequence[Wanted], args: argparse.Namespace, report: Report) -> list[tuple[Any, list[Any]]]:
+    """Add the partitions, plan the runs, launch them one after the other; each plan with its outcomes."""
+    from cyber_pipelines import orchestrate as orc
+
+    progress = orc.Progress()
+    results: list[tuple[orc.IngestPlan, list[orc.RunOutcome]]] = []
+    with _launched(progress, args.verbose) as launcher:
+        instance = launcher.instance
+        plans = []
+        for want in wanted:
+            if want.layer == "market":
+                orc.ensure_partitions(instance, "pairs", want.keys)
+                plans.append(orc.plan_market(want.keys, want.months, args.source, want.through, want.since))
+            elif want.layer == "github":
+                orc.ensure_partitions(instance, "repos", want.keys)
+                order = instance.get_dynamic_partitions("repos")
+                plans.append(orc.plan_github(want.keys, want.months, args.source, order, want.through))
+            else:
+                plans.append(orc.plan_moat(want.months, args.source, want.through, want.since))
+        report.data["plans"] = [p.as_dict() for p in plans]
+        for plan in plans:
+            report.line(f"{plan.layer} ({plan.source}): {plan.describe()}")
+            progress(f"{plan.layer}: {plan.describe()}")
+            results.append((plan, launcher.run_all(plan.specs, plan.layer)))
+    report.data["elapsed_s"] = round(progress.elapsed(), 2)
+    return results
+
+
+@contextmanager
+def _launched(progress: Any, verbose: bool) -> Iterator[Any]:
+    """The launcher (the code server) for the command's runs; a code location that fails to load is one line."""
+    from cyber_pipelines import orchestrate as orc
+
+    try:
+        launcher = orc.Launcher(progress=progress, verbose=verbose).__enter__()
+    except orc.LaunchError as exc:
+        if verbose and exc.trace:
+            print(exc.trace, file=sys.stderr)
+        raise CliError(str(exc), code=1) from None
+    try:
+        yield launcher
+    finally:
+        launcher.__exit__(None, None, None)
+
+
+def _report_runs(
+    results: Sequence[tuple[Any, list[Any]]], report: Report, verbose: bool, rejected: Sequence[str] = ()
+) -> int:
+    """Each run's line and the counts on stdout; each failure's root cause in one line on stderr."""
+    outcomes = [o for _, plan_outcomes in results for o in plan_outcomes]
+    failed = [o for o in outcomes if not o.success]
+    for o in outcomes:
+        state = "ok  " if o.success else "FAIL"
+        report.line(f"{state} {o.label:<30} run {o.run_id[:8]}  {o.elapsed_s:5.1f} s  {o.message if o.success else ''}")
+    partitions = sum(o.partitions for o in outcomes)
+    rows = sum(o.rows for o in outcomes)
+    overhead = sum(o.overhead_s for o in outcomes) / len(outcomes) if outcomes else 0.0
+    report.data |= {
+        "runs": [o.as_dict() for o in outcomes],
+        "partitions_materialized": partitions,
+        "rows": rows,
+        "launch_overhead_s_per_run": round(overhead, 2),
+    }
+    report.line(
+        f"{partitions} partition(s), {rows} rows materialized in {len(outcomes)} run(s) "
+        f"({len(failed)} failed), {report.data.get('elapsed_s', 0.0):.1f} s; launch overhead {overhead:.1f} s per run"
+    )
+    for o in failed:
+        print(f"error: {o.label} (run {o.run_id[:8]}): {o.message}", file=sys.stderr)
+        if verbose and o.trace:
+            print(o.trace, file=sys.stderr)
+    if failed and not verbose:
+        print("(the full trace: --verbose, or the run's page in the UI)", file=sys.stderr)
+    for line in rejected:
+        print(f"error: landing file not ingested: {line}", file=sys.stderr)
+    ok = not failed and not rejected
+    report.finish(ok)
+    return 0 if ok else 1
+
+
+# -- export --------------------------------------------------------------------------------------
+def _check_out(out: Path) -> None:
+    from cyber_pipelines.config import data_dir
+
+    if out.suffix not in (".csv", ".parquet"):
+        raise CliError(f"--out must end in .csv or .parquet, got {out.name!r}")
+    root = data_dir()
+    if out.resolve().is_relative_to(root):
+        raise CliError(f"--out {out} is inside the storage root {root}; write the export elsewhere")
+
+
+def _export(args: argparse.Namespace, table: str, key: str, label: str, sources: tuple[str, ...]) -> int:
+    """Write the stored rows of ``label`` in ``--start..--end`` from the source that stored them."""
+    import polars as pl
+
+    from cyber_pipelines.config import data_dir
+    from cyber_pipelines.storage import TableStore, write_atomic
+
+    report = Report(args.json, {"command": "export", "table": table, "key": label})
+    _check_out(args.out)
+    if args.end < args.start:
+        raise CliError(f"--end {args.end} is before --start {args.start}")
+    root = data_dir()
+    folders = {s: root / s / table / key for s in sources}
+    holders = [s for s, folder in folders.items() if folder.is_dir() and any(folder.glob("*.parquet"))]
+    if args.source is None:
+        if not holders:
+            looked = ", ".join(str(f) for f in folders.values())
+            raise CliError(f"nothing stored for {label} under {root}: looked in {looked}", code=1)
+        if len(holders) > 1:
+            where = ", ".join(f"{s} ({folders[s]})" for s in holders)
+            raise CliError(f"{label} is stored by {len(holders)} sources: {where}; choose one with --source")
+        source = holders[0]
+        print(f"source: {source} (the only source holding {label} under {root})", file=sys.stderr)
+    else:
+        source = args.source
+        if source not in holders:
+            others = f"; stored by: {', '.join(holders)}" if holders else ""
+            raise CliError(
+                f"nothing stored for {label} from source {source!r}: looked in {folders[source]}{others}", code=1
+            )
+    days = _days(args.start, args.end)
+    store = TableStore(root)
+    stored = store.read_days(source, table, key, days=days)
+    if stored.is_empty():
+        months = sorted(p.stem for p in folders[source].glob("*.parquet") if not p.name.startswith("."))
+        span = f"{months[0]}..{months[-1]}" if months else "none"
+        raise CliError(
+            f"nothing stored for {label} from source {source!r} in {args.start}..{args.end}: "
+            f"looked in {folders[source]} (months stored: {span})",
+            code=1,
+        )
+    have = set(stored["timestamp"].dt.date().to_list())
+    missing = [d.isoformat() for d in days if d not in have]
+    if args.out.suffix == ".csv":
+        write_atomic(args.out, lambda tmp: stored.write_csv(tmp))
+    else:
+        write_atomic(args.out, lambda tmp: stored.write_parquet(tmp))
+    if missing:
+        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+        report.warn(f"{len(missing)} day(s) not stored in {folders[source]}: {shown}")
+    report.data |= {
+        "source": source,
+        "rows": stored.height,
+        "first_timestamp": str(stored["timestamp"].min()),
+        "last_timestamp": str(stored["timestamp"].max()),
+        "days_missing": missing,
+        "read_from": str(folders[source]),
+        "out": str(args.out),
+    }
+    report.line(f"wrote {stored.height} rows of {label} ({source}) to {args.out}")
+    report.finish(True)
+    assert isinstance(stored, pl.DataFrame)
+    return 0
+
+
+def cmd_export_ohlcv(args: argparse.Namespace) -> int:
+    return _export(args, "ohlcv", pair_to_key(args.pair), args.pair, MARKET_SOURCES)
+
+
+def cmd_export_github(args: argparse.Namespace) -> int:
+    from cyber_pipelines.github.activity import repo_to_key
+
+    return _export(args, "github_activity", repo_to_key(args.repo), args.repo, GITHUB_SOURCES)
+
+
+# -- features and backtest -----------------------------------------------------------------------
+def cmd_features(args: argparse.Namespace) -> int:
+    from cyber_pipelines.features.ohlcv_csv import compute_features_file
+
+    report = Report(args.json, {"command": "features"})
+    began = time.perf_counter()
+    try:
+        table = compute_features_file(args.input, args.output, date_format=args.date_format)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, code=1) from None
+    report.data |= {
+        "input": str(args.input),
+        "output": str(args.output),
+        "rows": table.height,
+        "columns": len(table.columns),
+        "first_timestamp": str(table["timestamp"].min()),
+        "last_timestamp": str(table["timestamp"].max()),
+        "elapsed_s": round(time.perf_counter() - began, 2),
+    }
+    report.line(f"wrote {table.height} rows x {len(table.columns)} columns of features to {args.output}")
+    report.finish(True)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
     from cyber_pipelines.backtest import backtest_csv
-    from cyber_pipelines.market.schema import OhlcvError
 
     try:
         result = backtest_csv(
@@ -155,12 +570,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             fill=args.fill,
             stop_loss=args.stop_loss,
             size_multiplier=args.size,
+            date_format=args.date_format,
         )
-    except (OhlcvError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, code=1) from None
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps({"ok": True, "command": "backtest", **result}, indent=2, default=str))
     else:
         width = max(len(k) for k in result)
         for key, value in result.items():
@@ -169,47 +584,236 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo ----------------------------------------------------------------------------------------
+DEMO_DAYS = 90  # enough hourly bars for the lead-lag test to see the planted 6 h lead at p < 0.01
+
+
+def _demo_config(settings_path: Path, first_day: date, pairs: Sequence[str]) -> str:
+    """The demo's pipeline config: the one in use, starting at the demo's first day, with only its pairs."""
+    import yaml
+
+    raw = yaml.safe_load(settings_path.read_text()) or {}
+    raw["start_date"] = first_day.isoformat()
+    raw["pairs"] = list(pairs)
+    header = "# Written by `cyber-pipelines demo` from " + str(settings_path) + "\n"
+    return header + yaml.safe_dump(raw, sort_keys=False)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cyber_pipelines.orchestrate import run_demo
+    settings = _settings()  # the config in use must be valid before the demo copies it
+    from assets.partitions import last_complete_day, months_of
+    from cyber_pipelines import config
+    from cyber_pipelines import orchestrate as orc
+    from cyber_pipelines.github.activity import repo_to_key
+    from cyber_pipelines.instance import fresh_home, use_home
 
-    return run_demo(days=args.days, pairs=args.pairs)
+    pairs = list(args.pairs or settings.pairs)
+    n_days = args.days or DEMO_DAYS
+    through = last_complete_day()
+    window = orc.demo_window(n_days, through)
+    source_config = Path(os.environ.get("CYBER_CONFIG") or Path(config.__file__).with_name("pipeline.yaml")).resolve()
+    try:
+        home = fresh_home(args.home)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    (home / "pipeline.yaml").write_text(_demo_config(source_config, window[0], pairs))
+    use_home(home)
+    for kind in ("MARKET", "GITHUB", "MOAT"):
+        os.environ[f"CYBER_{kind}_SOURCE"] = "synthetic"
+    settings = _settings()
+    pair_keys = [pair_to_key(p) for p in pairs]
+    repo_keys = [repo_to_key(r) for r in settings.repos]
+    months = months_of(window)
+
+    report = Report(
+        args.json,
+        {
+            "command": "demo",
+            "home": str(home),
+            "pairs": pairs,
+            "days": n_days,
+            "first_day": window[0].isoformat(),
+            "last_day": window[-1].isoformat(),
+            "layers": [],
+        },
+    )
+    report.line(
+        f"demo: {len(pairs)} pair(s) x {n_days} days ({window[0]}..{window[-1]}), synthetic source, "
+        f"{len(repo_keys)} repos, home {home}"
+    )
+    progress = orc.Progress()
+    with _launched(progress, args.verbose) as launcher:
+        instance = launcher.instance
+        orc.ensure_partitions(instance, "pairs", pair_keys)
+        orc.ensure_partitions(instance, "repos", repo_keys)
+        order = instance.get_dynamic_partitions("repos")
+        plans = {
+            "market": orc.plan_market(pair_keys, months, "synthetic", through),
+            "github": orc.plan_github(repo_keys, months, "synthetic", order, through),
+            "moat": orc.plan_moat(months, "synthetic", through),
+        }
+        layers: list[tuple[str, str, Sequence[orc.RunSpec]]] = [
+            *((name, plan.describe(), plan.specs) for name, plan in plans.items()),
+            ("features", f"{len(pair_keys)} pair(s), one run each", orc.feature_specs(pair_keys, "synthetic")),
+            (
+                "backtests",
+                f"{len(pair_keys)} pair(s), one run each, then the comparison",
+                orc.backtest_specs(pair_keys),
+            ),
+        ]
+        for index, (name, what, specs) in enumerate(layers):
+            progress(f"{name}: {what}")
+            began = time.perf_counter()
+            outcomes = launcher.run_all(specs, name)
+            elapsed = time.perf_counter() - began
+            failed = [o for o in outcomes if not o.success]
+            report.data["layers"].append(
+                {
+                    "layer": name,
+                    "ok": not failed,
+                    "elapsed_s": round(elapsed, 2),
+                    "runs": [o.as_dict() for o in outcomes],
+                }
+            )
+            state = f"{len(outcomes)} run(s) ok" if not failed else f"FAILED ({len(failed)} of {len(outcomes)} runs)"
+            report.line(f"  {name:<10} {state} in {elapsed:.1f} s  ({what})")
+            if failed:
+                skipped = [n for n, _, _ in layers[index + 1 :]]
+                for o in failed:
+                    print(f"error: demo {name} layer: {o.label} (run {o.run_id[:8]}): {o.message}", file=sys.stderr)
+                    if args.verbose and o.trace:
+                        print(o.trace, file=sys.stderr)
+                print(
+                    f"demo stopped at the {name} layer"
+                    + (f"; not run: {', '.join(skipped)}" if skipped else "")
+                    + "; no results shown (the runs are in the UI: make ui)",
+                    file=sys.stderr,
+                )
+                report.data |= {"failed_layer": name, "not_run": skipped}
+                report.finish(False)
+                return 1
+        findings = orc.leadlag_findings(instance, pair_keys)
+        table = orc.comparison_table(instance)
+    overhead = [o["overhead_s"] for layer in report.data["layers"] for o in layer["runs"]]
+    report.data |= {
+        "leadlag": findings,
+        "comparison": table,
+        "elapsed_s": round(progress.elapsed(), 2),
+        "launch_overhead_s_per_run": round(sum(overhead) / len(overhead), 2) if overhead else 0.0,
+    }
+    report.line(orc.leadlag_summary(findings))
+    if table:
+        report.line(f"strategy comparison (equal-weight portfolio across {', '.join(pairs)}):\n{table}")
+    report.line(f"demo done in {progress.elapsed():.1f} s; browse it: make ui  ->  http://127.0.0.1:{DEFAULT_PORT}")
+    report.finish(True)
+    return 0
 
 
+# -- ui ------------------------------------------------------------------------------------------
+def port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from cyber_pipelines.instance import PROJECT_ROOT, dagster_home, is_home, use_home
+
+    if args.home is not None:
+        if not is_home(args.home):
+            raise CliError(
+                f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first, "
+                "or serve the CLI's instance: `make ui UI_HOME=`)"
+            )
+        env = use_home(args.home)
+        serving = f"the home {args.home.resolve()} (instance {env['DAGSTER_HOME']}, data {env['CYBER_DATA_DIR']})"
+    else:
+        serving = f"the instance {dagster_home()} (data {os.environ.get('CYBER_DATA_DIR') or Path('data').resolve()})"
+    _settings()  # a broken config fails here, in one line, not inside the code server
+    if not port_is_free(args.host, args.port):
+        raise CliError(
+            f"port {args.port} on {args.host} is taken (another `dagster dev`?); nothing was started. "
+            f"Choose another: make ui PORT={args.port + 1}, or --port",
+            code=1,
+        )
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    print(f"serving {serving} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    os.chdir(PROJECT_ROOT)
+    os.execv(command[0], command)
+
+
+# -- the parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cyber-pipelines", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="full traces of failures"
+    )
+    reports = _Parser(add_help=False)
+    reports.add_argument("--json", action="store_true", help="print one JSON document to stdout")
 
-    ingest = sub.add_parser("ingest", help="materialize OHLCV partitions through Dagster (runs show in the UI)")
+    parser = _Parser(prog="cyber-pipelines", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", "-v", action="store_true", default=False, help="full traces of failures")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ingest = sub.add_parser(
+        "ingest",
+        parents=[common, reports],
+        help="materialize month partitions through Dagster (runs show in the UI)",
+        description=(
+            "Materialize the month partitions that --start..--end fall in (a month run ingests every day of "
+            "its month up to the last complete day), one run per pair. A range past the last complete day is "
+            "clamped with a warning; dates in the future are refused. --source landing first processes the "
+            "landing folder (as the landing sensor does) and then ingests what it accepted, or --pairs."
+        ),
+    )
     ingest.add_argument("--source", required=True, help="synthetic | ccxt | landing; with --repos: synthetic | github")
     ingest.add_argument("--pairs", type=_pairs, help="comma-separated, e.g. BTC/USD,ETH/USD")
     ingest.add_argument("--repos", type=_repos, help="GitHub activity instead: owner/name,...")
-    ingest.add_argument("--start", type=_day, required=True)
-    ingest.add_argument("--end", type=_day, required=True)
+    ingest.add_argument("--start", type=_day, help="first day (YYYY-MM-DD); optional with --source landing")
+    ingest.add_argument("--end", type=_day, help="last day (YYYY-MM-DD), clamped to the last complete day")
+    ingest.add_argument(
+        "--min-age",
+        type=float,
+        default=None,
+        help="landing: take a file without a .done marker once unmodified this long (seconds; default 5)",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
-    export = sub.add_parser("export", help="write stored tables to CSV or Parquet")
-    export_sub = export.add_subparsers(dest="table", required=True)
-    ohlcv = export_sub.add_parser("ohlcv", help="stored OHLCV candles of one pair")
-    ohlcv.add_argument("--source", required=True, choices=MARKET_SOURCES)
-    ohlcv.add_argument("--pair", type=normalize_pair, required=True)
+    export = sub.add_parser("export", parents=[common], help="write stored tables to CSV or Parquet")
+    export_sub = export.add_subparsers(dest="table", required=True, parser_class=_Parser)
+    ohlcv = export_sub.add_parser("ohlcv", parents=[common, reports], help="stored OHLCV candles of one pair")
+    ohlcv.add_argument("--source", choices=MARKET_SOURCES, help="default: the one source that stored the pair")
+    ohlcv.add_argument("--pair", type=_pair, required=True)
     ohlcv.add_argument("--start", type=_day, required=True)
     ohlcv.add_argument("--end", type=_day, required=True)
-    ohlcv.add_argument("--out", type=Path, required=True)
+    ohlcv.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
     ohlcv.set_defaults(func=cmd_export_ohlcv)
-    activity = export_sub.add_parser("github-activity", help="stored GitHub activity of one repo")
-    activity.add_argument("--source", choices=GITHUB_SOURCES, help="default: CYBER_GITHUB_SOURCE or synthetic")
+    activity = export_sub.add_parser(
+        "github-activity", parents=[common, reports], help="stored GitHub activity of one repo"
+    )
+    activity.add_argument("--source", choices=GITHUB_SOURCES, help="default: the one source that stored the repo")
     activity.add_argument("--repo", type=lambda r: _repos(r)[0], required=True, help="owner/name")
     activity.add_argument("--start", type=_day, required=True)
     activity.add_argument("--end", type=_day, required=True)
-    activity.add_argument("--out", type=Path, required=True)
+    activity.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
     activity.set_defaults(func=cmd_export_github)
 
-    features = sub.add_parser("features", help="compute the indicator features of any OHLCV CSV")
+    date_format_help = "strftime format of the time column, e.g. %%m/%%d/%%Y (needed when day/month order is ambiguous)"
+    features = sub.add_parser(
+        "features", parents=[common, reports], help="compute the indicator features of any OHLCV CSV"
+    )
     features.add_argument("--input", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
-    features.add_argument("--output", type=Path, required=True, help="FILE.parquet or FILE.csv")
+    features.add_argument("--output", type=Path, required=True, help="FILE.parquet or FILE.csv (never the input)")
+    features.add_argument("--date-format", default=None, help=date_format_help)
     features.set_defaults(func=cmd_features)
 
-    backtest = sub.add_parser("backtest", help="backtest a strategy on any OHLCV CSV")
+    backtest = sub.add_parser("backtest", parents=[common, reports], help="backtest a strategy on any OHLCV CSV")
     backtest.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
     backtest.add_argument("--strategy", required=True, help="sma_cross | rule_of_three | cross_moat")
     backtest.add_argument("--param", type=_param, action="append", default=[], help="NAME=VALUE, repeatable")
@@ -218,13 +822,36 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--fill", choices=("next_open", "close"), default="next_open")
     backtest.add_argument("--stop-loss", type=float, default=None, help="exit at this fraction against the position")
     backtest.add_argument("--size", type=float, default=1.0, help="position size multiplier (probation: 0.5, 0.25)")
-    backtest.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    backtest.add_argument("--date-format", default=None, help=date_format_help)
     backtest.set_defaults(func=cmd_backtest)
 
-    demo = sub.add_parser("demo", help="materialize the whole pipeline offline on the synthetic source")
-    demo.add_argument("--days", type=int, default=None, help="days of data (default from the demo settings)")
+    demo = sub.add_parser(
+        "demo",
+        parents=[common, reports],
+        help="run the whole pipeline offline on the synthetic source, in its own instance and data folder",
+        description=(
+            "Materialize every layer on the synthetic source for exactly --pairs x the last --days complete "
+            "days, in a home folder of its own (a fresh Dagster instance, data folder and pipeline config; "
+            "`make ui` serves it). Stops at the first layer that fails."
+        ),
+    )
+    demo.add_argument(
+        "--days", type=_positive_int, default=None, help="complete days of data ending yesterday (default 90)"
+    )
     demo.add_argument("--pairs", type=_pairs, default=None, help="pairs (default: the configured pairs)")
+    demo.add_argument(
+        "--home",
+        type=Path,
+        default=DEFAULT_DEMO_HOME,
+        help=f"the demo's own folder, wiped first (default {DEFAULT_DEMO_HOME})",
+    )
     demo.set_defaults(func=cmd_demo)
+
+    ui = sub.add_parser("ui", parents=[common], help="serve the Dagster UI (dagster dev) over an instance")
+    ui.add_argument("--home", type=Path, default=None, help="a home made by `demo` (default: DAGSTER_HOME and ./data)")
+    ui.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -233,7 +860,24 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=r".*(beta|preview|superseded).*")  # Dagster API-stability notes
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    args.json = getattr(args, "json", False)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a one-line error, the trace only on request
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        hint = "" if args.verbose else " (the full trace: --verbose)"
+        print(f"error: {type(exc).__name__}{': ' + detail if detail else ''}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

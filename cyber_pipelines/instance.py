@@ -1,4 +1,12 @@
-"""The Dagster instance the CLI and the demo use: the same one `make ui` serves."""
+"""The Dagster instance the CLI uses, and self-contained homes (the demo's) with their own instance and data.
+
+Without a home, the CLI works on ``DAGSTER_HOME`` (default ``./.dagster_home``) and ``CYBER_DATA_DIR``
+(default ``./data``). A home folder holds all of one setup: ``dagster_home/`` (the instance),
+``data/`` (the storage root, landing folder under ``data/inbox``) and, when present, ``pipeline.yaml``
+(the pipeline config). ``use_home`` points the environment at it, so the code server and the runs it
+launches (subprocesses that inherit the environment) and ``dagster dev`` all see the same instance,
+data and config.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HOME_MARKER = ".cyber-pipelines-home"  # written into every home this module made
 
 
 def dagster_home() -> Path:
@@ -26,3 +35,45 @@ def dagster_home() -> Path:
 def get_instance() -> dg.DagsterInstance:
     dagster_home()
     return dg.DagsterInstance.get()
+
+
+def home_environment(home: Path) -> dict[str, str]:
+    """The variables that make everything use ``home``: instance, storage root, landing folder, config."""
+    home = Path(home).resolve()
+    env = {
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "CYBER_DATA_DIR": str(home / "data"),
+        "CYBER_LANDING_DIR": str(home / "data" / "inbox"),
+    }
+    if (home / "pipeline.yaml").exists():
+        env["CYBER_CONFIG"] = str(home / "pipeline.yaml")
+    return env
+
+
+def use_home(home: Path) -> dict[str, str]:
+    """Point this process (and the processes it starts) at ``home``; return the variables set."""
+    env = home_environment(home)
+    os.environ.update(env)
+    dagster_home()
+    return env
+
+
+def is_home(folder: Path) -> bool:
+    return (Path(folder) / HOME_MARKER).is_file()
+
+
+def fresh_home(folder: Path) -> Path:
+    """Empty ``folder`` for a new home: only a folder this module made (or an empty one) is wiped."""
+    folder = Path(folder).resolve()
+    if folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is not a folder")
+        if any(folder.iterdir()) and not is_home(folder):
+            raise ValueError(
+                f"{folder} is not empty and is not a cyber-pipelines home (no {HOME_MARKER}); "
+                "choose another folder or remove it yourself"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / HOME_MARKER).write_text("made by cyber-pipelines; `cyber-pipelines demo` may wipe this folder\n")
+    return folder
