@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from assets.backtests import backtest_results, strategy_comparison
 from assets.features import pair_features
+from assets.partitions import month_days
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.features.cross_source import repos_for_asset
 from cyber_pipelines.features.indicators import WARMUP_BARS
@@ -21,12 +22,12 @@ from cyber_pipelines.orchestrate import ingest_github, ingest_market, ingest_moa
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from sensors.schedules import nightly_github_schedule, nightly_market_schedule, nightly_moat_schedule
 
-DAYS = 45
+MONTHS = [date(2024, 1, 1), date(2024, 2, 1)]  # the ingest grain: whole months
+DAYS = len([d for m in MONTHS for d in month_days(m)])
 PAIRS = ["ETH-USD", "BTC-USD"]
 STRATEGIES = ["rule_of_three", "cross_moat", "sma_cross_24_96"]
 ETH_REPOS = repos_for_asset("ETH")[:2]  # two of ETH's repos keep the ingest short
 START = load_settings().start_date
-LAST_DAY = START + timedelta(days=DAYS - 1)
 
 
 @dataclass
@@ -47,12 +48,12 @@ def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """45 synthetic days of candles (2 pairs), GitHub activity and moat records, then features and backtests."""
+    """Two synthetic months of candles (2 pairs), GitHub activity and moat records, then features and backtests."""
     root = tmp_path_factory.mktemp("backtest_assets")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CYBER_DATA_DIR", str(root / "data"))  # the ingest jobs' StorageResource reads it
         instance = dg.DagsterInstance.ephemeral()
-        days = [START + timedelta(days=i) for i in range(DAYS)]
+        days = [d for m in MONTHS for d in month_days(m)]
         outcomes = [
             *ingest_market([p.replace("-", "/") for p in PAIRS], days, "synthetic", instance),
             *ingest_github(ETH_REPOS, days, "synthetic", instance),
@@ -195,7 +196,9 @@ def tick(
     schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, day: date
 ) -> list[dg.RunRequest] | dg.SkipReason:
     at = datetime(day.year, day.month, day.day, 2, tzinfo=UTC)
-    out = schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+    # closed after the tick: the context's own instance (from the ref) would stay current otherwise
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+        out = schedule(context)
     assert isinstance(out, list | dg.SkipReason)
     return out
 
@@ -213,48 +216,52 @@ def stored(instance: dg.DagsterInstance, asset: str, keys: list[str]) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=key))
 
 
-def test_nightly_schedules_request_what_is_missing_up_to_yesterday() -> None:
+def test_nightly_schedules_request_the_months_from_the_latest_stored_one_to_yesterdays() -> None:
     for schedule in (nightly_market_schedule, nightly_github_schedule, nightly_moat_schedule):
         assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
         assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.description
     with dg.instance_for_test() as instance:  # a schedule context needs an instance it can reload
         instance.add_dynamic_partitions("pairs", ["BTC-USD", "ETH-USD", "SOL-USD"])
         instance.add_dynamic_partitions("repos", ["ethereum__go-ethereum", "solana-labs__solana"])
-        # stored: BTC through 01-10 (with a hole), ETH through 02-14, SOL nothing; go-ethereum through 02-14
-        stored(instance, "ohlcv_candles", ["2024-01-01|BTC-USD", "2024-01-10|BTC-USD", "2024-02-14|ETH-USD"])
-        stored(instance, "github_activity", ["2024-02-13|ethereum__go-ethereum", "2024-02-14|ethereum__go-ethereum"])
-        stored(instance, "moat_records", ["2024-02-13", "2024-02-14"])
+        # stored: BTC January, ETH January and February (a month is stored once any of its days is),
+        # SOL nothing; go-ethereum January and February; moat January and February
+        stored(instance, "ohlcv_candles", ["2024-01-01|BTC-USD", "2024-01-01|ETH-USD", "2024-02-01|ETH-USD"])
+        stored(instance, "github_activity", ["2024-01-01|ethereum__go-ethereum", "2024-02-01|ethereum__go-ethereum"])
+        stored(instance, "moat_records", ["2024-01-01", "2024-02-01"])
 
-        # the 2024-06-01 tick covers up to 2024-05-31; a key with nothing stored gets the last 90 days
+        # the 2024-06-01 tick covers up to 2024-05-31: from each key's latest stored month (it may have been
+        # open when stored) to May; a key with nothing stored gets the months of the last 90 days (March on)
         assert ranges(tick(nightly_market_schedule, instance, date(2024, 6, 1))) == {
-            "nightly:2024-05-31:market:BTC-USD": ("2024-01-11|BTC-USD", "2024-05-31|BTC-USD"),
-            "nightly:2024-05-31:market:ETH-USD": ("2024-02-15|ETH-USD", "2024-05-31|ETH-USD"),
-            "nightly:2024-05-31:market:SOL-USD": ("2024-03-03|SOL-USD", "2024-05-31|SOL-USD"),
+            "nightly:2024-05-31:market:BTC-USD": ("2024-01-01|BTC-USD", "2024-05-01|BTC-USD"),
+            "nightly:2024-05-31:market:ETH-USD": ("2024-02-01|ETH-USD", "2024-05-01|ETH-USD"),
+            "nightly:2024-05-31:market:SOL-USD": ("2024-03-01|SOL-USD", "2024-05-01|SOL-USD"),
         }
         assert ranges(tick(nightly_github_schedule, instance, date(2024, 6, 1))) == {
             "nightly:2024-05-31:github:ethereum__go-ethereum": (
-                "2024-02-15|ethereum__go-ethereum",
-                "2024-05-31|ethereum__go-ethereum",
+                "2024-02-01|ethereum__go-ethereum",
+                "2024-05-01|ethereum__go-ethereum",
             ),
             "nightly:2024-05-31:github:solana-labs__solana": (
-                "2024-03-03|solana-labs__solana",
-                "2024-05-31|solana-labs__solana",
+                "2024-03-01|solana-labs__solana",
+                "2024-05-01|solana-labs__solana",
             ),
         }
         assert ranges(tick(nightly_moat_schedule, instance, date(2024, 6, 1))) == {
-            "nightly:2024-05-31:moat": ("2024-02-15", "2024-05-31")
+            "nightly:2024-05-31:moat": ("2024-02-01", "2024-05-01")
         }
-        # early on, the 90 days are cut at the first partition day; up-to-date keys are not asked for
+        # early on, the 90 days' months are cut at the first partition day; a key stored in the open month
+        # gets that month again (refreshed nightly while it is open)
         assert ranges(tick(nightly_market_schedule, instance, date(2024, 2, 15))) == {
-            "nightly:2024-02-14:market:BTC-USD": ("2024-01-11|BTC-USD", "2024-02-14|BTC-USD"),
-            "nightly:2024-02-14:market:SOL-USD": (f"{START}|SOL-USD", "2024-02-14|SOL-USD"),
+            "nightly:2024-02-14:market:BTC-USD": ("2024-01-01|BTC-USD", "2024-02-01|BTC-USD"),
+            "nightly:2024-02-14:market:ETH-USD": ("2024-02-01|ETH-USD", "2024-02-01|ETH-USD"),
+            "nightly:2024-02-14:market:SOL-USD": (f"{START}|SOL-USD", "2024-02-01|SOL-USD"),
         }
-        moat_done = tick(nightly_moat_schedule, instance, date(2024, 2, 15))
-        assert isinstance(moat_done, dg.SkipReason) and "2024-02-14" in str(moat_done.skip_message)
-        assert isinstance(tick(nightly_moat_schedule, instance, START), dg.SkipReason)  # before the first day
+        before = tick(nightly_moat_schedule, instance, START)  # yesterday is before the first day
+        assert isinstance(before, dg.SkipReason) and "before the first partition day" in str(before.skip_message)
 
-        # a request runs as requested: one single-run backfill of the job over the missing days
-        requests = tick(nightly_moat_schedule, instance, date(2024, 2, 17))
+        # a request runs as requested: one single-run backfill of the job over its months
+        requests = tick(nightly_moat_schedule, instance, date(2024, 3, 2))
+        assert ranges(requests) == {"nightly:2024-03-01:moat": ("2024-02-01", "2024-03-01")}
         assert isinstance(requests, list)
         (request,) = requests
         from cyber_pipelines.definitions import defs
@@ -263,7 +270,10 @@ def test_nightly_schedules_request_what_is_missing_up_to_yesterday() -> None:
         run = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags)
         assert run.success
         assert {m.partition for m in run.asset_materializations_for_node("moat_records")} == {
-            "2024-02-15",
-            "2024-02-16",
+            "2024-02-01",
+            "2024-03-01",
         }
-        assert isinstance(tick(nightly_moat_schedule, instance, date(2024, 2, 17)), dg.SkipReason)
+        # stored through the open March now: the next tick asks for March alone
+        assert ranges(tick(nightly_moat_schedule, instance, date(2024, 3, 3))) == {
+            "nightly:2024-03-02:moat": ("2024-03-01", "2024-03-01")
+        }

@@ -9,10 +9,19 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import monthly_partitions, pair_month_partitions, repo_month_partitions
 from cyber_pipelines.definitions import defs
+from cyber_pipelines.quality.activity import GITHUB_CHECKS, MOAT_CHECKS
+from cyber_pipelines.quality.features import FEATURES_CHECKS
+from cyber_pipelines.quality.ohlcv import OHLCV_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
-OHLCV_CHECKS = {"ohlcv_schema", "ohlcv_timestamps", "ohlcv_price_integrity", "ohlcv_volume", "ohlcv_gap_ratio"}
+CHECKS = {
+    "ohlcv_candles": OHLCV_CHECKS,
+    "github_activity": GITHUB_CHECKS,
+    "moat_records": MOAT_CHECKS,
+    "pair_features": FEATURES_CHECKS,
+}
 
 
 def test_every_job_sensor_and_the_asset_graph_resolve() -> None:
@@ -22,8 +31,9 @@ def test_every_job_sensor_and_the_asset_graph_resolve() -> None:
 
     jobs = {job.name: job for job in defs.resolve_all_job_defs()}
     assert {"market_ingest", "github_ingest", "moat_ingest"} <= set(jobs)
-    for name in ("market_ingest", "github_ingest", "moat_ingest"):
-        assert jobs[name].partitions_def is not None, name
+    months = {"market_ingest": pair_month_partitions, "github_ingest": repo_month_partitions}
+    for name, partitions in (*months.items(), ("moat_ingest", monthly_partitions)):
+        assert jobs[name].partitions_def == partitions, name  # the ingest grain is a month
     assert jobs["market_ingest"].asset_layer.executable_asset_keys == {dg.AssetKey("ohlcv_candles")}
 
     sensors = {s.name for s in defs.sensors or []}
@@ -44,12 +54,23 @@ def test_every_asset_has_a_description_a_group_and_kinds() -> None:
     assert (groups["ohlcv_candles"], groups["github_activity"], groups["moat_records"]) == ("market", "github", "moat")
 
 
-def test_the_five_ohlcv_checks_exist_and_every_check_is_blocking() -> None:
+def test_each_layers_checks_are_blocking_partitioned_like_their_asset_and_run_inside_it() -> None:
     graph = defs.resolve_asset_graph()
-    ohlcv = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("ohlcv_candles")}
-    assert ohlcv == OHLCV_CHECKS
-    not_blocking = [k.to_user_string() for k in graph.asset_check_keys if not graph.get_check_spec(k).blocking]
-    assert not_blocking == []
+    assert len(OHLCV_CHECKS) == 5
+    by_asset: dict[str, set[str]] = {}
+    for key in graph.asset_check_keys:
+        by_asset.setdefault(key.asset_key.to_user_string(), set()).add(key.name)
+    assert by_asset == {asset: set(checks) for asset, checks in CHECKS.items()}
+    for key in graph.asset_check_keys:
+        spec, asset = graph.get_check_spec(key), graph.get(key.asset_key)
+        assert spec.blocking, key.to_user_string()
+        assert spec.partitions_def == asset.partitions_def, key.to_user_string()  # one result per partition
+        # evaluated by the asset's own step (write-audit-publish), not by a separate check op
+        assert key in graph.assets_def_for_key(key.asset_key).check_keys, key.to_user_string()
+    ingest = defs.resolve_job_def("market_ingest")
+    assert ingest.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(dg.AssetKey("ohlcv_candles"), name) for name in OHLCV_CHECKS
+    }
 
 
 def test_dagster_definitions_validate_succeeds(tmp_path: Path) -> None:

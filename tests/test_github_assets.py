@@ -1,11 +1,11 @@
-"""`github_activity` and `moat_records` with their blocking GX checks, materialized through Dagster."""
+"""`github_activity` and `moat_records` with their blocking GX checks, materialized through Dagster.
+
+A GitHub partition is a repo-month, a moat partition a month; each covers its days through yesterday."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,25 +16,27 @@ import polars as pl
 import pytest
 from dagster._serdes import serialize_value
 from fakes.github import FakeCommit, FakeGitHub, FakeRepo
+from landing_ticks import Landing
 from polars.testing import assert_frame_equal
 from run_results import check_outcomes, failure_text, tag
 
 import cyber_pipelines.github.client as client_module
 from assets.github import github_activity
 from assets.moat import moat_assets, moat_records
-from assets.quality import github_quality_checks, moat_quality_checks
+from assets.partitions import month_days, month_start, repo_month_key
 from cyber_pipelines.definitions import defs
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
 from cyber_pipelines.moat.schema import MOAT_SCHEMA
 from cyber_pipelines.resources import GitHubResource, MarketDataResource, StorageResource
 from cyber_pipelines.storage import content_hash
-from sensors.landing import landing_sensor
 
 CANARY = "ghp_CANARYCANARY0123456789"
 GITHUB_CHECKS = {"github_schema", "github_counts", "github_unique_repo_hours"}
 MOAT_CHECKS = {"moat_schema", "moat_unique_observations", "moat_values_in_range"}
 DAY = (datetime.now(UTC) - timedelta(days=3)).date()  # a complete day inside the stats' 52 weeks
 START = datetime.combine(DAY, datetime.min.time(), tzinfo=UTC)
+MONTH = month_start(DAY)
+MONTH_DAYS = month_days(MONTH)  # the month's days through yesterday
 GETH = "ethereum__go-ethereum"
 
 
@@ -68,9 +70,9 @@ def activity_run(
     instance: dg.DagsterInstance, repo_key: str, gh: GitHubResource, source: str = "github"
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [github_activity, github_quality_checks],
+        [github_activity],
         instance=instance,
-        partition_key=f"{DAY.isoformat()}|{repo_key}",
+        partition_key=str(repo_month_key(repo_key, DAY)),
         run_config={"ops": {"github_activity": {"config": {"source": source}}}},
         resources={"github": gh, "storage": StorageResource()},
         raise_on_error=False,
@@ -82,8 +84,16 @@ def the_materialization(result: dg.ExecuteInProcessResult, node: str) -> dg.Asse
     return mat
 
 
+def activity_path(data: Path, source: str, repo_key: str = GETH) -> Path:
+    return data / source / "github_activity" / repo_key / f"{MONTH:%Y-%m}.parquet"
+
+
+def day_rows(stored: pl.DataFrame, day: date) -> pl.DataFrame:
+    return stored.filter(pl.col("timestamp").dt.date() == day)
+
+
 # --- GitHub activity ----------------------------------------------------------------------------
-def test_github_source_stores_the_day_and_one_missing_repo_fails_only_its_run(
+def test_github_source_stores_the_month_and_one_missing_repo_fails_only_its_run(
     instance: dg.DagsterInstance,
     api: FakeGitHub,
     isolated_dirs: Path,
@@ -93,20 +103,24 @@ def test_github_source_stores_the_day_and_one_missing_repo_fails_only_its_run(
     caplog.set_level(logging.DEBUG)
     good = activity_run(instance, GETH, GitHubResource(token=CANARY, base_url=api.base_url))
     assert good.success, failure_text(good)
-    path = isolated_dirs / "data" / "github" / "github_activity" / GETH / f"{DAY.isoformat()}.parquet"
+    path = activity_path(isolated_dirs / "data", "github")
     stored = pl.read_parquet(path)
-    assert stored.schema == pl.Schema(ACTIVITY_SCHEMA) and stored.height == 24
-    assert int(stored["commits"].sum()) == 130 and set(stored["contributors"]) == {4}
+    assert stored.schema == pl.Schema(ACTIVITY_SCHEMA) and stored.height == 24 * len(MONTH_DAYS)
+    day = day_rows(stored, DAY)
+    assert day.height == 24 and int(day["commits"].sum()) == 130 and set(day["contributors"]) == {4}
+    early = MONTH_DAYS.index(DAY) > 0  # the commit a second before DAY counts on the day before, if in the month
+    assert int(stored["commits"].sum()) == 130 + early
     assert set(stored["repo"]) == {"ethereum/go-ethereum"} and set(stored["stars"]) == {47_000}
     assert check_outcomes(good) == dict.fromkeys(GITHUB_CHECKS, True)
     mat = the_materialization(good, "github_activity")
+    assert str(mat.partition) == f"{MONTH}|{GETH}"
     assert (mat.metadata["source"].value, mat.metadata["commits"].value, mat.metadata["rows"].value) == (
         "github",
-        130,
-        24,
+        130 + early,
+        stored.height,
     )
-    assert tag(mat, "dagster/data_version") == content_hash(stored)
-    assert api.count("/commits") == 2  # both pages were read
+    assert tag(mat, "dagster/data_version") == mat.metadata["content_hash"].value == content_hash(stored)
+    assert api.count("/commits") >= len(MONTH_DAYS) + 1  # every day asked for, DAY's two pages read
     assert set(api.authorizations) == {f"token {CANARY}"}  # the canary really was the credential
 
     monkeypatch.setenv("CYBER_GITHUB_URL", api.base_url)  # the other way to point at the fake
@@ -115,7 +129,7 @@ def test_github_source_stores_the_day_and_one_missing_repo_fails_only_its_run(
     failure = failure_text(missing)
     assert "'ghost/missing' not found (404)" in failure
     assert check_outcomes(missing) == {}
-    assert not (path.parent.parent / "ghost__missing").exists()
+    assert not activity_path(isolated_dirs / "data", "github", "ghost__missing").parent.exists()
     assert_frame_equal(pl.read_parquet(path), stored)  # the good repo's day is untouched
 
     # The canary token is nowhere Dagster keeps or shows things.
@@ -152,10 +166,13 @@ def test_synthetic_github_activity_is_stored_checked_and_versioned(
 ) -> None:
     result = activity_run(instance, GETH, GitHubResource(), source="synthetic")
     assert result.success, failure_text(result)
-    folder = isolated_dirs / "data" / "synthetic" / "github_activity" / GETH
-    stored = pl.read_parquet(folder / f"{DAY.isoformat()}.parquet")
-    assert stored.height == 24 and stored["timestamp"].min() == START
+    stored = pl.read_parquet(activity_path(isolated_dirs / "data", "synthetic"))
+    assert stored.height == 24 * len(MONTH_DAYS)
+    assert stored["timestamp"].min() == datetime.combine(MONTH_DAYS[0], datetime.min.time(), tzinfo=UTC)
+    assert stored["timestamp"].dt.date().unique().sort().to_list() == MONTH_DAYS
     assert check_outcomes(result) == dict.fromkeys(GITHUB_CHECKS, True)
+    (evaluation, *_) = result.get_asset_check_evaluations()
+    assert evaluation.metadata["rows_validated"].value == stored.height
     version = tag(the_materialization(result, "github_activity"), "dagster/data_version")
     assert version == content_hash(stored)
     again = activity_run(instance, GETH, GitHubResource(), source="synthetic")
@@ -167,60 +184,64 @@ def test_synthetic_github_activity_is_stored_checked_and_versioned(
 def test_synthetic_moat_records_are_stored_and_checked(isolated_dirs: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [moat_records, moat_quality_checks],
+        [moat_records],
         instance=instance,
-        partition_key="2024-01-05",
+        partition_key="2024-01-01",
         resources={"market": MarketDataResource(), "storage": StorageResource()},
         raise_on_error=False,
     )
     assert result.success, failure_text(result)
-    stored = pl.read_parquet(isolated_dirs / "data" / "synthetic" / "moat" / "2024-01-05.parquet")
+    path = isolated_dirs / "data" / "synthetic" / "moat" / "2024-01.parquet"
+    stored = pl.read_parquet(path)
     assets = moat_assets()
+    january = [date(2024, 1, 1) + timedelta(days=i) for i in range(31)]
     assert stored.schema == pl.Schema(MOAT_SCHEMA)
-    assert stored.height == 26 * len(assets)  # 24 hourly announcements + filings + shipments per asset
+    # 24 hourly announcements + filings + shipments per asset and day
+    assert stored.height == 26 * len(assets) * len(january)
     assert sorted(stored["entity"].unique()) == assets
-    assert stored["timestamp"].dt.date().unique().to_list() == [date(2024, 1, 5)]
+    assert stored["timestamp"].dt.date().unique().sort().to_list() == january
     assert check_outcomes(result) == dict.fromkeys(MOAT_CHECKS, True)
     mat = the_materialization(result, "moat_records")
-    assert (mat.metadata["source"].value, mat.metadata["entities"].value) == ("synthetic", len(assets))
+    m = {k: v.value for k, v in mat.metadata.items()}
+    assert str(mat.partition) == "2024-01-01"
+    assert (m["source"], m["entities"], m["rows"], m["path"]) == ("synthetic", len(assets), stored.height, str(path))
+    assert tag(mat, "dagster/data_version") == content_hash(stored)
 
 
 def test_landing_moat_file_through_the_sensor_is_stored_and_checked(isolated_dirs: Path) -> None:
-    landing = isolated_dirs / "landing"
-    landing.mkdir()
-    feed = landing / "feeds.csv"
-    feed.write_text(
+    instance = dg.DagsterInstance.ephemeral()
+    feed = (
         "Timestamp,Source,Entity,Metric,Value,comment\n"
         "2024-03-10T06:00:00Z,government,ETH,filings,3,x\n"
         "2024-03-10T14:00:00+02:00,logistics,ETH,shipments,1200.5,\n"
         "2024-03-11T01:00:00Z,corporate,SOL,announcements,2,\n"
     )
-    old = time.time() - 60
-    os.utime(feed, (old, old))
-    instance = dg.DagsterInstance.ephemeral()
-    sensor_result = landing_sensor(
-        dg.build_sensor_context(instance=instance, resources={"market": MarketDataResource()})
-    )
-    assert isinstance(sensor_result, dg.SensorResult)
-    (request,) = sensor_result.run_requests or []  # both days in one single-run range
-    assert request.tags["dagster/asset_partition_range_start"] == "2024-03-10"
-    assert request.tags["dagster/asset_partition_range_end"] == "2024-03-11"
+    (request,) = Landing(instance, isolated_dirs / "landing").drop({"feeds.csv": feed})  # both days: one month
     assert request.job_name == "moat_ingest"
+    assert str(request.partition_key) == "2024-03-01"
     result = defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance, tags=request.tags, run_config=request.run_config, raise_on_error=False
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        run_config=request.run_config,
+        raise_on_error=False,
     )
     assert result.success, failure_text(result)
-    stored = pl.read_parquet(isolated_dirs / "data" / "landing" / "moat" / "2024-03-10.parquet")
+    stored = pl.read_parquet(isolated_dirs / "data" / "landing" / "moat" / "2024-03.parquet")
     expected = pl.DataFrame(
         [
             (datetime(2024, 3, 10, 6, tzinfo=UTC), "government", "ETH", "filings", 3.0),
             (datetime(2024, 3, 10, 12, tzinfo=UTC), "logistics", "ETH", "shipments", 1200.5),
+            (datetime(2024, 3, 11, 1, tzinfo=UTC), "corporate", "SOL", "announcements", 2.0),
         ],
         schema=MOAT_SCHEMA,
         orient="row",
     )
     assert_frame_equal(stored, expected)
     assert check_outcomes(result) == dict.fromkeys(MOAT_CHECKS, True)
-    materialized = result.asset_materializations_for_node("moat_records")
-    assert sorted(m.partition or "" for m in materialized) == ["2024-03-10", "2024-03-11"]
-    assert {m.metadata["source"].value for m in materialized} == {"landing"}
+    mat = the_materialization(result, "moat_records")
+    assert str(mat.partition) == "2024-03-01"
+    assert (mat.metadata["source"].value, mat.metadata["days_published"].value) == (
+        "landing",
+        "2024-03-10..2024-03-11 (2 days)",
+    )

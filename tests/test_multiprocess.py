@@ -23,19 +23,20 @@ def test_market_ingest_range_runs_in_subprocesses(isolated_dirs: Path) -> None:
             instance=instance,
             tags={
                 "dagster/asset_partition_range_start": "2024-01-01|ETH-USD",
-                "dagster/asset_partition_range_end": "2024-01-03|ETH-USD",
+                "dagster/asset_partition_range_end": "2024-02-01|ETH-USD",
             },
         )
         errors = [str(entry.message)[:2000] for entry in instance.all_logs(result.run_id) if entry.level >= 40]
         assert result.success, errors
-        assert instance.get_materialized_partitions(dg.AssetKey("ohlcv_candles")) == {
-            f"2024-01-0{d}|ETH-USD" for d in (1, 2, 3)
-        }
-        checks = {
-            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        months = {"2024-01-01|ETH-USD", "2024-02-01|ETH-USD"}
+        assert instance.get_materialized_partitions(dg.AssetKey("ohlcv_candles")) == months
+        checks = [
+            e.asset_check_evaluation_data
             for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        }
-        assert len(checks) == 5 and all(checks.values())
-    stored = pl.read_parquet(isolated_dirs / "data" / "synthetic" / "ohlcv" / "ETH-USD" / "2024-01-02.parquet")
-    assert stored.height == 24
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data is not None
+        ]
+        by_partition = {(c.partition, c.check_name): c.passed for c in checks}
+        assert len(by_partition) == len(checks) == 10  # five checks for each month, each its own result
+        assert {p for p, _ in by_partition} == months and all(by_partition.values())
+    stored = pl.read_parquet(isolated_dirs / "data" / "synthetic" / "ohlcv" / "ETH-USD" / "2024-02.parquet")
+    assert stored.height == 29 * 24

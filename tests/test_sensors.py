@@ -14,7 +14,7 @@ import pytest
 
 import sensors.github as github_sensor_module
 from assets.github import github_activity
-from assets.partitions import daily_partitions, repo_day_partitions
+from assets.partitions import month_start, monthly_partitions, repo_month_partitions
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.github.activity import repo_to_key
 from cyber_pipelines.keys import pair_to_key
@@ -80,7 +80,14 @@ def github_tick(instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason
     return result
 
 
-def test_github_sensor_requests_yesterday_for_repos_that_lack_it(
+def stored_through(instance: dg.DagsterInstance, partition: str, last: str) -> None:
+    """A materialization of a repo-month whose stored rows end at ``last`` (what the sensor reads)."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(github_activity.key, partition=partition, metadata={"last_timestamp": last})
+    )
+
+
+def test_github_sensor_requests_yesterdays_month_for_repos_that_lack_yesterday(
     instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     freeze_clock(monkeypatch, datetime(2024, 3, 11, 9, 30, tzinfo=UTC))
@@ -89,43 +96,59 @@ def test_github_sensor_requests_yesterday_for_repos_that_lack_it(
 
     repos = ["ethereum__go-ethereum", "solana-labs__solana", "near__nearcore"]
     instance.add_dynamic_partitions("repos", repos)
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(github_activity.key, partition="2024-03-10|solana-labs__solana")
-    )
-    instance.report_runless_asset_event(  # another day does not count
-        dg.AssetMaterialization(github_activity.key, partition="2024-03-09|near__nearcore")
-    )
+    stored_through(instance, "2024-03-01|solana-labs__solana", "2024-03-10 23:00:00+00:00")
+    stored_through(instance, "2024-03-01|near__nearcore", "2024-03-09 23:00:00+00:00")  # the month lacks 03-10
+    stored_through(instance, "2024-02-01|ethereum__go-ethereum", "2024-02-29 23:00:00+00:00")  # another month
     result = github_tick(instance)
     assert isinstance(result, dg.SensorResult)
     requests = list(result.run_requests or [])
     assert sorted(str(r.partition_key) for r in requests) == [
-        "2024-03-10|ethereum__go-ethereum",
-        "2024-03-10|near__nearcore",
+        "2024-03-01|ethereum__go-ethereum",
+        "2024-03-01|near__nearcore",
     ]
     assert sorted(r.run_key or "" for r in requests) == [
-        "github:2024-03-10|ethereum__go-ethereum:2024-03-11T09",
-        "github:2024-03-10|near__nearcore:2024-03-11T09",
+        "github:2024-03-01|ethereum__go-ethereum:2024-03-10:2024-03-11T09",
+        "github:2024-03-01|near__nearcore:2024-03-10:2024-03-11T09",
     ]
     with dg.partition_loading_context(dynamic_partitions_store=instance):
-        assert all(repo_day_partitions.has_partition_key(str(r.partition_key)) for r in requests)
-        assert not repo_day_partitions.has_partition_key("2024-03-10|vyperlang__vyper")  # not a partition yet
+        assert all(repo_month_partitions.has_partition_key(str(r.partition_key)) for r in requests)
+        assert not repo_month_partitions.has_partition_key("2024-03-01|vyperlang__vyper")  # not a partition yet
     assert result.cursor is not None
     assert json.loads(result.cursor) == {"day": "2024-03-10", "requested": 2}
 
-    # an hour later the days are still missing (their runs failed): asked for again under a new run_key
+    # an hour later the day is still missing (the runs failed): asked for again under a new run_key
     freeze_clock(monkeypatch, datetime(2024, 3, 11, 10, 30, tzinfo=UTC))
     retry = github_tick(instance)
     assert isinstance(retry, dg.SensorResult)
     assert sorted(r.run_key or "" for r in retry.run_requests or []) == [
-        "github:2024-03-10|ethereum__go-ethereum:2024-03-11T10",
-        "github:2024-03-10|near__nearcore:2024-03-11T10",
+        "github:2024-03-01|ethereum__go-ethereum:2024-03-10:2024-03-11T10",
+        "github:2024-03-01|near__nearcore:2024-03-10:2024-03-11T10",
     ]
 
+    # a run under way for a repo-month is not asked for twice
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="github_ingest",
+            run_id="busy-run",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": "2024-03-01|near__nearcore"},
+        )
+    )
+    busy = github_tick(instance)
+    assert isinstance(busy, dg.SensorResult)
+    assert [str(r.partition_key) for r in busy.run_requests or []] == ["2024-03-01|ethereum__go-ethereum"]
+
     for request in requests:
-        materialized = dg.AssetMaterialization(github_activity.key, partition=str(request.partition_key))
-        instance.report_runless_asset_event(materialized)
+        stored_through(instance, str(request.partition_key), "2024-03-10 23:00:00+00:00")
     done = github_tick(instance)
     assert isinstance(done, dg.SkipReason) and "all 3 repos have 2024-03-10" in (done.skip_message or "")
+
+    # the next month's first day: its own month is asked for, though March is complete
+    freeze_clock(monkeypatch, datetime(2024, 4, 2, 0, 30, tzinfo=UTC))
+    april = github_tick(instance)
+    assert isinstance(april, dg.SensorResult)
+    assert {str(r.partition_key).split("|")[0] for r in april.run_requests or []} == {"2024-04-01"}
+    assert len(april.run_requests or []) == 3
 
 
 def test_github_sensor_skips_before_the_first_day_and_uses_the_real_clock(
@@ -137,12 +160,12 @@ def test_github_sensor_skips_before_the_first_day_and_uses_the_real_clock(
         early = github_tick(instance)
         assert isinstance(early, dg.SkipReason) and "before the first partition day" in (early.skip_message or "")
 
-    result = github_tick(instance)  # today's clock: yesterday is the newest daily partition
+    result = github_tick(instance)  # today's clock: the month of yesterday, an existing partition
     assert isinstance(result, dg.SensorResult)
     (request,) = result.run_requests or []
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    assert str(request.partition_key) == f"{yesterday}|ethereum__go-ethereum"
-    assert daily_partitions.get_last_partition_key() == yesterday
+    month = month_start((datetime.now(UTC) - timedelta(days=1)).date()).isoformat()
+    assert str(request.partition_key) == f"{month}|ethereum__go-ethereum"
+    assert monthly_partitions.has_partition_key(month)
 
 
 def test_config_partitions_sensor_sees_an_edited_config_file(

@@ -11,8 +11,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cyber_pipelines.market.schema import OHLCV_SCHEMA, validate_ohlcv
+from cyber_pipelines.market.schema import OHLCV_SCHEMA
 from cyber_pipelines.moat.schema import MOAT_SCHEMA
+from cyber_pipelines.quality.ohlcv import audit_ohlcv
+from cyber_pipelines.resources import split_days
 from cyber_pipelines.synthetic import market
 from cyber_pipelines.synthetic.activity import (
     repo_profile,
@@ -125,7 +127,8 @@ def test_window_equals_slice_of_longer_simulation() -> None:
 def test_candles_are_valid(pair: str, effect: float) -> None:
     df = _ohlcv(pair, 365, effect=effect)
     assert df.schema == pl.Schema(OHLCV_SCHEMA)
-    assert validate_ohlcv(df) == []
+    days = [ORIGIN + timedelta(days=i) for i in range(365)]
+    assert audit_ohlcv(split_days(df, days), max_gap_ratio=0.0).failures == ()  # the GX suite, no gap at all
     assert df.height == 365 * 24
     assert (df["timestamp"].diff().drop_nulls() == timedelta(hours=1)).all()
     assert df["timestamp"][0] == T0
