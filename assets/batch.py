@@ -194,6 +194,56 @@ def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
         yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
 
 
+def ingest_audited(
+    context: dg.AssetExecutionContext,
+    *,
+    store: TableStore,
+    source: str,
+    table: str,
+    partitions: list[MonthPartition],
+    fetch: Callable[[str, list[date]], Mapping[date, pl.DataFrame]],
+    audit: Callable[[str, Mapping[date, pl.DataFrame]], DayAudit],
+    what: str,
+    observed: Callable[[str, pl.DataFrame], Mapping[str, Any]] = lambda check, summary: {},
+    describe: Callable[[pl.DataFrame], Mapping[str, Any]] = lambda published: {},
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+    """Fetch, audit and publish every partition of the run, one subject (pair, repo) at a time.
+
+    Fails the step after publishing, naming the blocked days, or the partitions the source had
+    nothing for (``what`` says what was looked for and where)."""
+    yield from check_outputs(context)
+    by_subject: dict[str, list[MonthPartition]] = {}
+    for partition in partitions:
+        by_subject.setdefault(partition.subject, []).append(partition)
+    blocked, empty = [], []
+    for subject, group in by_subject.items():
+        days = [d for p in group for d in p.days]
+        candidates = fetch(subject, days)
+        context.log.info(f"{source}: {subject}, {len(candidates)} of {len(days)} days fetched, auditing")
+        with_data = [p for p in group if any(d in candidates for d in p.days)]
+        empty += [p.key for p in group if p not in with_data]
+        if not with_data:
+            continue
+        result = audit(subject, candidates)
+        for partition in with_data:
+            yield from publish_audited(
+                context,
+                store=store,
+                source=source,
+                table=table,
+                partition=partition,
+                candidates=candidates,
+                audit=result,
+                observed=observed,
+                describe=describe,
+            )
+        if result.failures:
+            blocked.append(failure_line(subject, list(result.failures)))
+    fail_if_blocked(context.assets_def.key.to_user_string(), blocked)
+    if empty:
+        raise dg.Failure(description=f"no {source} {what} for {', '.join(empty)}")
+
+
 def fail_if_blocked(what: str, lines: list[str]) -> None:
     """After publishing what passed: fail the step with one line naming the blocked days."""
     if lines:

@@ -6,15 +6,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import (
-    MonthPartition,
-    blocking_check_specs,
-    check_outputs,
-    fail_if_blocked,
-    failure_line,
-    publish_audited,
-    run_partition_keys,
-)
+from assets.batch import MonthPartition, blocking_check_specs, ingest_audited, run_partition_keys
 from assets.partitions import month_days, repo_month, repo_month_partitions
 from cyber_pipelines.github.activity import repo_to_key
 from cyber_pipelines.quality.activity import GITHUB_CHECKS, audit_activity
@@ -64,28 +56,18 @@ def github_activity(
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = github.resolve_source(config.source or None)
-    store = storage.store()
-    by_repo: dict[str, list[MonthPartition]] = {}
+    partitions = []
     for key in run_partition_keys(context):
         repo, month = repo_month(key)
-        by_repo.setdefault(repo, []).append(MonthPartition(key, activity_parts(key), repo, month_days(month)))
-    yield from check_outputs(context)
-    blocked = []
-    for repo, partitions in by_repo.items():
-        candidates = github.fetch_days(repo, [d for p in partitions for d in p.days], source)
-        context.log.info(f"{source}: {repo}, {len(candidates)} days fetched, auditing")
-        audit = audit_activity(repo, candidates)
-        for partition in partitions:
-            yield from publish_audited(
-                context,
-                store=store,
-                source=source,
-                table="github_activity",
-                partition=partition,
-                candidates=candidates,
-                audit=audit,
-                describe=_describe,
-            )
-        if audit.failures:
-            blocked.append(failure_line(repo, list(audit.failures)))
-    fail_if_blocked("github_activity", blocked)
+        partitions.append(MonthPartition(key, activity_parts(key), repo, month_days(month)))
+    yield from ingest_audited(
+        context,
+        store=storage.store(),
+        source=source,
+        table="github_activity",
+        partitions=partitions,
+        fetch=lambda repo, days: github.fetch_days(repo, days, source),
+        audit=audit_activity,
+        what="activity",
+        describe=_describe,
+    )

@@ -1,22 +1,12 @@
 """Market layer: hourly OHLCV candles per pair and month, audited per UTC day before they are published."""
 
 from collections.abc import Iterator
-from datetime import date
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import (
-    MonthPartition,
-    blocking_check_specs,
-    check_outputs,
-    fail_if_blocked,
-    failure_line,
-    latest_metadata,
-    publish_audited,
-    run_partition_keys,
-)
+from assets.batch import MonthPartition, blocking_check_specs, ingest_audited, latest_metadata, run_partition_keys
 from assets.partitions import month_days, pair_month, pair_month_partitions
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.keys import pair_to_key
@@ -71,44 +61,23 @@ def ohlcv_candles(
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = market.resolve_source(config.source or None)
-    store = storage.store()
     max_gap = load_settings().max_gap_ratio
-    by_pair: dict[str, list[MonthPartition]] = {}
+    partitions = []
     for key in run_partition_keys(context):
         pair, month = pair_month(key)
-        by_pair.setdefault(pair, []).append(MonthPartition(key, ohlcv_parts(key), pair, month_days(month)))
-    yield from check_outputs(context)
-    blocked, empty = [], []
-    for pair, partitions in by_pair.items():
-        days: list[date] = [d for p in partitions for d in p.days]
-        candidates = market.fetch_days(pair, days, source)
-        context.log.info(f"{source}: {pair}, {len(candidates)} of {len(days)} days fetched, auditing")
-        if not candidates:
-            empty += [p.key for p in partitions]
-            continue
-        audit = audit_ohlcv(candidates, max_gap)
-        for partition in partitions:
-            if not any(d in candidates for d in partition.days):
-                empty.append(partition.key)
-                continue
-            yield from publish_audited(
-                context,
-                store=store,
-                source=source,
-                table="ohlcv",
-                partition=partition,
-                candidates=candidates,
-                audit=audit,
-                observed=_observed,
-            )
-        if audit.failures:
-            blocked.append(failure_line(pair, list(audit.failures)))
-    fail_if_blocked("ohlcv_candles", blocked)
-    if empty:
-        raise dg.Failure(
-            description=f"no {source} candles for {', '.join(empty)}"
-            + (f" (looked in {market.landing_path() / 'staged'})" if source == "landing" else "")
-        )
+        partitions.append(MonthPartition(key, ohlcv_parts(key), pair, month_days(month)))
+    where = f" (looked in {market.landing_path() / 'staged'})" if source == "landing" else ""
+    yield from ingest_audited(
+        context,
+        store=storage.store(),
+        source=source,
+        table="ohlcv",
+        partitions=partitions,
+        fetch=lambda pair, days: market.fetch_days(pair, days, source),
+        audit=lambda pair, candidates: audit_ohlcv(candidates, max_gap),
+        what=f"candles{where}",
+        observed=_observed,
+    )
 
 
 def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:

@@ -8,15 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import (
-    MonthPartition,
-    blocking_check_specs,
-    check_outputs,
-    fail_if_blocked,
-    failure_line,
-    publish_audited,
-    run_partition_keys,
-)
+from assets.batch import MonthPartition, blocking_check_specs, ingest_audited, run_partition_keys
 from assets.partitions import month_days, monthly_partitions
 from cyber_pipelines.config import load_repo_map, load_settings, resolve_source
 from cyber_pipelines.keys import pair_base
@@ -90,28 +82,18 @@ def moat_records(
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     source = resolve_source("moat", MOAT_SOURCES, config.source)
-    store = storage.store()
     partitions = [
         MonthPartition(key, moat_parts(key), "moat", month_days(date.fromisoformat(key)))
         for key in run_partition_keys(context)
     ]
-    yield from check_outputs(context)
-    candidates = _candidates(source, [d for p in partitions for d in p.days], market)
-    empty = [p.key for p in partitions if not any(d in candidates for d in p.days)]
-    if candidates:
-        audit = audit_moat(candidates)
-        for partition in partitions:
-            if partition.key not in empty:
-                yield from publish_audited(
-                    context,
-                    store=store,
-                    source=source,
-                    table="moat",
-                    partition=partition,
-                    candidates=candidates,
-                    audit=audit,
-                    describe=_describe,
-                )
-        fail_if_blocked("moat_records", [failure_line("moat", list(audit.failures))] if audit.failures else [])
-    if empty:
-        raise dg.Failure(description=f"no {source} moat records published in month(s) {', '.join(empty)}")
+    yield from ingest_audited(
+        context,
+        store=storage.store(),
+        source=source,
+        table="moat",
+        partitions=partitions,
+        fetch=lambda subject, days: _candidates(source, days, market),
+        audit=lambda subject, candidates: audit_moat(candidates),
+        what="moat records published",
+        describe=_describe,
+    )
