@@ -534,6 +534,12 @@ def cmd_export_github(args: argparse.Namespace) -> int:
 
 
 # -- features and backtest -----------------------------------------------------------------------
+def _input_error(exc: Exception) -> CliError:
+    """A CSV that is missing is a bad request (2); one that cannot be read as candles is failed work (1)."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CliError(message, code=2 if isinstance(exc, FileNotFoundError | IsADirectoryError) else 1)
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from cyber_pipelines.features.ohlcv_csv import compute_features_file
 
@@ -542,7 +548,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     try:
         table = compute_features_file(args.input, args.output, date_format=args.date_format)
     except (ValueError, OSError) as exc:
-        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, code=1) from None
+        raise _input_error(exc) from None
     report.data |= {
         "input": str(args.input),
         "output": str(args.output),
@@ -559,7 +565,9 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from cyber_pipelines.backtest import backtest_csv
+    from cyber_pipelines.orchestrate import Progress
 
+    progress = Progress()
     try:
         result = backtest_csv(
             args.data,
@@ -573,7 +581,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             date_format=args.date_format,
         )
     except (ValueError, OSError) as exc:
-        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, code=1) from None
+        raise _input_error(exc) from None
+    progress(f"backtested {args.strategy} on {args.data} in {progress.elapsed():.1f} s")
     if args.json:
         print(json.dumps({"ok": True, "command": "backtest", **result}, indent=2, default=str))
     else:

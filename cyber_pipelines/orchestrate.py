@@ -36,6 +36,7 @@ IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the full logs stay in the UI
 POLL_S = 0.25
 HEARTBEAT_S = 15.0  # a quiet run still says it is alive this often
+START_TIMEOUT_S = 180.0  # as dagster.yaml's run_monitoring.start_timeout_seconds (the daemon is not running)
 MAX_LINE = 360  # characters of a one-line error
 
 
@@ -375,6 +376,12 @@ class Launcher:
                     break
             if finished:
                 break
+            waiting = run is not None and run.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
+            if run is not None and waiting and time.perf_counter() - began > START_TIMEOUT_S:
+                # Without the daemon nothing else notices a run worker that never came up.
+                self.instance.report_run_failed(run, f"the run did not start within {START_TIMEOUT_S:.0f} s")
+                events.errors.append(f"the run did not start within {START_TIMEOUT_S:.0f} s (see the run in the UI)")
+                continue
             if time.perf_counter() - last_said > HEARTBEAT_S:
                 self.progress(f"{prefix}: still running ({time.perf_counter() - began:.0f} s)")
                 last_said = time.perf_counter()
@@ -401,7 +408,12 @@ class Launcher:
             began = time.perf_counter()
             run_id = self.launch(spec)
             self.progress(f"{prefix}: launched {spec.job_name} (run {run_id[:8]})")
-            outcome = self.wait(run_id, spec, prefix, began)
+            try:
+                outcome = self.wait(run_id, spec, prefix, began)
+            except KeyboardInterrupt:
+                self.progress(f"{prefix}: interrupted, terminating run {run_id[:8]}")
+                self.instance.run_launcher.terminate(run_id)
+                raise
             said = f"ok in {outcome.elapsed_s:.1f} s: {outcome.message}" if outcome.success else "FAILED"
             self.progress(f"{prefix}: {said}")
             outcomes.append(outcome)

@@ -131,8 +131,8 @@ def test_config_errors_are_one_line_before_any_run(
         (["ingest", "--source", "synthetic", "--repos", "a/b", *RANGE], 2, "a/b: not in the pipeline config's repos"),
         (["export", "ohlcv", "--pair", "BTC/USD", *RANGE, "--out", "btc.txt"], 2, "--out must end in .csv or .parquet"),
         (["export", "ohlcv", "--source", "kraken", "--pair", "BTC/USD", *RANGE, "--out", "x.csv"], 2, "invalid choice"),
-        (["features", "--input", "missing.csv", "--output", "f.parquet"], 1, "missing.csv"),
-        (["backtest", "--data", "missing.csv", "--strategy", "sma_cross"], 1, "missing.csv"),
+        (["features", "--input", "missing.csv", "--output", "f.parquet"], 2, "missing.csv"),
+        (["backtest", "--data", "missing.csv", "--strategy", "sma_cross"], 2, "missing.csv"),
         (["demo", "--days", "0"], 2, "expected a whole number >= 1"),
     ],
 )
@@ -280,6 +280,30 @@ def test_export_reads_the_source_that_stored_the_pair_and_says_where_it_looked(
     assert "BTC/USD is stored by 2 sources: synthetic" in line and "choose one with --source" in line
     assert main([*base, "--source", "synthetic"]) == 0
     assert "wrote 48 rows of BTC/USD (synthetic)" in capsys.readouterr().out
+
+
+def test_export_github_activity_finds_its_source(
+    isolated_dirs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cyber_pipelines.github.activity import build_activity
+    from cyber_pipelines.synthetic.activity import simulate_commits, simulate_repo_snapshot
+
+    day = date(2024, 1, 2)
+    commits = simulate_commits("ethereum/go-ethereum", ["ETH"], day, seed=7, origin=date(2024, 1, 1), lag_hours=6)
+    issues, stars = simulate_repo_snapshot("ethereum/go-ethereum", day, seed=7, origin=date(2024, 1, 1))
+    activity = build_activity("ethereum/go-ethereum", day, commits, issues, stars)
+    folder = isolated_dirs / "data" / "github" / "github_activity" / "ethereum__go-ethereum"
+    folder.mkdir(parents=True)
+    activity.write_parquet(folder / "2024-01.parquet")
+    out = tmp_path / "geth.parquet"
+    argv = ["export", "github-activity", "--repo", "ethereum/go-ethereum", *RANGE, "--out", str(out)]
+    assert main(argv) == 0
+    assert f"wrote {activity.height} rows of ethereum/go-ethereum (github)" in capsys.readouterr().out
+    assert_frame_equal(pl.read_parquet(out), activity)
+    assert main([*argv, "--source", "synthetic"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "looked in" in line and "synthetic/github_activity/ethereum__go-ethereum" in line
+    assert "stored by: github" in line
 
 
 def test_export_never_writes_into_the_storage_root(isolated_dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -507,3 +531,55 @@ def test_ingest_from_landing_takes_in_the_folder_quarantines_bad_files_and_mater
     assert main(["ingest", "--source", "landing", "--min-age", "0"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert f"nothing to ingest: no new landing file in {landing}" in line
+
+
+# --- features and backtest on a CSV ------------------------------------------------------------------
+def us_dated_csv(path: Path, n: int = 60) -> Path:
+    rows = ["Date,Open,High,Low,Close,Volume"]
+    for i in range(n):
+        day = date(2024, 1, 1) + timedelta(days=i)
+        price = 100 + i + (i % 7)
+        rows.append(f"{day:%m/%d/%Y},{price},{price + 2},{price - 2},{price + 1},{1000 + i}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_features_and_backtest_need_and_take_date_format_and_never_overwrite_the_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = us_dated_csv(tmp_path / "prices.csv")
+    before = prices.read_bytes()
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--input", str(prices), "--output", str(out)]) == 1
+    assert "--date-format" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+    assert main(["features", "--input", str(prices), "--output", str(out), "--date-format", "%m/%d/%Y", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["rows"]) == (True, 60)
+    assert report["first_timestamp"].startswith("2024-01-01") and report["last_timestamp"].startswith("2024-02-29")
+
+    assert main(["features", "--input", str(prices), "--output", str(prices), "--date-format", "%m/%d/%Y"]) == 1
+    assert "input" in one_error_line(capsys.readouterr().err)
+    assert prices.read_bytes() == before
+
+    argv = ["backtest", "--data", str(prices), "--strategy", "sma_cross", "--param", "fast=5", "--param", "slow=10"]
+    assert main(argv) == 1
+    assert "--date-format" in one_error_line(capsys.readouterr().err)
+    assert main([*argv, "--date-format", "%m/%d/%Y", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_backtest_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFixture[str]) -> None:
+    import backtesting
+
+    goog = str(Path(backtesting.__file__).parent / "test" / "GOOG.csv")
+    base = ["backtest", "--data", goog, "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=20", "--json"]
+    assert main(base) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main([*base, "--size", "0.5", "--stop-loss", "0.03"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert half["metrics"]["max_drawdown"] > full["metrics"]["max_drawdown"]  # smaller losses at half size
+    assert half["final_equity"] < full["final_equity"]
+    assert main([*base, "--size", "2"]) == 1
+    assert "size_multiplier" in one_error_line(capsys.readouterr().err)
