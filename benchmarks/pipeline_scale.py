@@ -2,11 +2,12 @@
 
 For each size (pairs x days, always the 10 configured repos) a fresh SQLite Dagster instance (the
 project's dagster.yaml) and a fresh storage root are used, and every layer runs as the demo runs it:
-one range run per pair (market), per repo (GitHub), one for moat, one features run and one backtest run
-per pair, then the strategy comparison. Prints one JSON line per size with seconds per layer, then a
+one range run over every pair and month (market), one over every repo and month (GitHub), one for
+moat, one features run and one backtest run per pair, then the strategy comparison. Prints one JSON line per size with seconds per layer, then a
 summary line with how the time grows from the smallest to the largest size.
 
-Targets on a 2-core machine: ingest of 15 pairs x 730 days under 60 s; the whole pipeline under 600 s.
+Targets on a 2-core machine: the market ingest of 15 pairs x 730 days under 60 s; the whole pipeline
+(all layers, 10 repos included) under 600 s.
 Run: ``.venv/bin/python benchmarks/pipeline_scale.py [--sizes 3x90,15x90,3x730,15x730]``.
 """
 
@@ -67,8 +68,10 @@ def _run_size(n_pairs: int, n_days: int) -> dict:
                 failures.append(f"{job} {partition or start}")
 
         layers = {
-            "market": lambda: [run("market_ingest", pair_month_key(p, first), pair_month_key(p, last)) for p in pairs],
-            "github": lambda: [run("github_ingest", repo_month_key(r, first), repo_month_key(r, last)) for r in repos],
+            # One run for every pair (repo) and month: a multi-partition range is the product of its
+            # dimensions' ranges, and the pairs were added in this order.
+            "market": lambda: run("market_ingest", pair_month_key(pairs[0], first), pair_month_key(pairs[-1], last)),
+            "github": lambda: run("github_ingest", repo_month_key(repos[0], first), repo_month_key(repos[-1], last)),
             "moat": lambda: run("moat_ingest", moat_month_key(first), moat_month_key(last)),
             "features": lambda: [run("features", None, partition=p) for p in pairs],
             "backtests": lambda: [run("backtests", None, partition=p) for p in pairs],
@@ -122,9 +125,10 @@ def main() -> None:
             {
                 "benchmark": "pipeline_scale_summary",
                 "largest": f"{big['pairs']}x{big['days']}",
-                "ingest_s": big["ingest_s"],
-                "ingest_target_s": INGEST_TARGET_S,
-                "ingest_meets_target": big["ingest_s"] < INGEST_TARGET_S,
+                "market_ingest_s": big["seconds"]["market"],
+                "market_ingest_target_s": INGEST_TARGET_S,
+                "market_ingest_meets_target": big["seconds"]["market"] < INGEST_TARGET_S,
+                "all_ingest_layers_s": big["ingest_s"],
                 "pipeline_s": big["pipeline_s"],
                 "pipeline_target_s": PIPELINE_TARGET_S,
                 "pipeline_meets_target": big["pipeline_s"] < PIPELINE_TARGET_S,
