@@ -3,8 +3,8 @@
 For each size (pairs x days, always the 10 configured repos) a fresh SQLite Dagster instance (the
 project's dagster.yaml) and a fresh storage root are used, and every layer runs as the demo runs it:
 one range run over every pair and month (market), one over every repo and month (GitHub), one for
-moat, one features run and one backtest run per pair, then the strategy comparison. Prints one JSON line per size with seconds per layer, then a
-summary line with how the time grows from the smallest to the largest size.
+moat, one features run and one backtest run per pair, then the strategy comparison. Prints one JSON
+line per size with seconds per layer, then a summary line with how the time grows to the largest size.
 
 Targets on a 2-core machine: the market ingest of 15 pairs x 730 days under 60 s; the whole pipeline
 (all layers, 10 repos included) under 600 s.
