@@ -379,7 +379,8 @@ def _run_ingest(wanted: Sequence[Wanted], args: argparse.Namespace, report: Repo
         for want in wanted:
             if want.layer == "market":
                 orc.ensure_partitions(instance, "pairs", want.keys)
-                plans.append(orc.plan_market(want.keys, want.months, args.source, want.through, want.since))
+                order = instance.get_dynamic_partitions("pairs")
+                plans.append(orc.plan_market(want.keys, want.months, args.source, order, want.through, want.since))
             elif want.layer == "github":
                 orc.ensure_partitions(instance, "repos", want.keys)
                 order = instance.get_dynamic_partitions("repos")
@@ -655,10 +656,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         instance = launcher.instance
         orc.ensure_partitions(instance, "pairs", pair_keys)
         orc.ensure_partitions(instance, "repos", repo_keys)
-        order = instance.get_dynamic_partitions("repos")
         plans = {
-            "market": orc.plan_market(pair_keys, months, "synthetic", through),
-            "github": orc.plan_github(repo_keys, months, "synthetic", order, through),
+            "market": orc.plan_market(
+                pair_keys, months, "synthetic", instance.get_dynamic_partitions("pairs"), through
+            ),
+            "github": orc.plan_github(
+                repo_keys, months, "synthetic", instance.get_dynamic_partitions("repos"), through
+            ),
             "moat": orc.plan_moat(months, "synthetic", through),
         }
         layers: list[tuple[str, str, Sequence[orc.RunSpec]]] = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -500,31 +500,58 @@ def _span(months: Sequence[date], through: date | None, since: date | None = Non
     return max(first[0], since or first[0]), last[-1]
 
 
+def neighbour_blocks(keys: Sequence[str], order: Sequence[str]) -> list[list[str]]:
+    """``keys`` grouped into runs of neighbours in the instance's dynamic partition ``order``.
+
+    A range of a two-dimensional partition is a rectangle (months x a run of keys), so keys that sit
+    next to each other in the partition list share one run."""
+    position = {key: i for i, key in enumerate(order)}
+    missing = [k for k in keys if k not in position]
+    if missing:
+        raise ValueError(f"not partitions of the instance yet: {', '.join(missing)}")
+    blocks: list[list[str]] = []
+    for key in sorted(keys, key=lambda k: position[k]):
+        if blocks and position[key] == position[blocks[-1][-1]] + 1:
+            blocks[-1].append(key)
+        else:
+            blocks.append([key])
+    return blocks
+
+
+def _block_specs(
+    job: str, op: str, blocks: list[list[str]], months: Sequence[date], source: str, key_of: Callable, noun: str
+) -> tuple[RunSpec, ...]:
+    run_config = {"ops": {op: {"config": {"source": source}}}}
+    return tuple(
+        RunSpec(
+            job,
+            f"{block[0]}{'' if len(block) == 1 else f' .. {block[-1]} ({len(block)} {noun}s)'} {months_label(months)}",
+            key_of(block[0], months[0]),
+            key_of(block[-1], months[-1]),
+            run_config,
+            len(months) * len(block),
+        )
+        for block in blocks
+    )
+
+
 def plan_market(
     pair_keys: Sequence[str],
     months: Sequence[date],
     source: str,
+    order: Sequence[str],
     through: date | None = None,
     since: date | None = None,
 ) -> IngestPlan:
-    """One range run per pair over its months (``ohlcv_candles``, audited and published per day)."""
+    """One range run per block of neighbouring pairs over the months (``ohlcv_candles``, audited and
+    published per day): one run, not one per pair, for pairs added together."""
     from assets.partitions import pair_month_key
 
     months = sorted(months)
-    run_config = {"ops": {"ohlcv_candles": {"config": {"source": source}}}}
-    specs = tuple(
-        RunSpec(
-            "market_ingest",
-            f"{key} {months_label(months)}",
-            pair_month_key(key, months[0]),
-            pair_month_key(key, months[-1]),
-            run_config,
-            len(months),
-        )
-        for key in pair_keys
-    )
+    blocks = neighbour_blocks(pair_keys, order)
+    specs = _block_specs("market_ingest", "ohlcv_candles", blocks, months, source, pair_month_key, "pair")
     first, last = _span(months, through, since)
-    return IngestPlan("market", source, tuple(pair_keys), tuple(months), first, last, specs)
+    return IngestPlan("market", source, tuple(k for b in blocks for k in b), tuple(months), first, last, specs)
 
 
 def plan_github(
@@ -534,36 +561,14 @@ def plan_github(
     order: Sequence[str],
     through: date | None = None,
 ) -> IngestPlan:
-    """One run for each block of repos that are neighbours in the instance's partition ``order``.
-
-    A range of a two-dimensional partition is a rectangle (months x a run of repos), so repos that
-    sit next to each other in the dynamic partition list share one run: one run, not ten, for the
-    configured repos."""
+    """One range run per block of neighbouring repos over the months (``github_activity``)."""
     from assets.partitions import repo_month_key
 
     months = sorted(months)
-    position = {key: i for i, key in enumerate(order)}
-    wanted = sorted(repo_keys, key=lambda k: position[k])
-    blocks: list[list[str]] = []
-    for key in wanted:
-        if blocks and position[key] == position[blocks[-1][-1]] + 1:
-            blocks[-1].append(key)
-        else:
-            blocks.append([key])
-    run_config = {"ops": {"github_activity": {"config": {"source": source}}}}
-    specs = tuple(
-        RunSpec(
-            "github_ingest",
-            f"{block[0]}{'' if len(block) == 1 else f' .. {block[-1]} ({len(block)} repos)'} {months_label(months)}",
-            repo_month_key(block[0], months[0]),
-            repo_month_key(block[-1], months[-1]),
-            run_config,
-            len(months) * len(block),
-        )
-        for block in blocks
-    )
+    blocks = neighbour_blocks(repo_keys, order)
+    specs = _block_specs("github_ingest", "github_activity", blocks, months, source, repo_month_key, "repo")
     first, last = _span(months, through)
-    return IngestPlan("github", source, tuple(wanted), tuple(months), first, last, specs)
+    return IngestPlan("github", source, tuple(k for b in blocks for k in b), tuple(months), first, last, specs)
 
 
 def plan_moat(
@@ -678,12 +683,13 @@ def execute_in_process(specs: Sequence[RunSpec], instance: dg.DagsterInstance) -
 def ingest_market(
     pairs: Sequence[str], days: Sequence[date], source: str, instance: dg.DagsterInstance
 ) -> list[RunOutcome]:
-    """In process: ``ohlcv_candles`` for the months that ``days`` fall in, one run per pair."""
+    """In process: ``ohlcv_candles`` for the months that ``days`` fall in, one run per block of pairs."""
     from assets.partitions import months_of
     from cyber_pipelines.keys import pair_to_key
 
     keys = ensure_partitions(instance, "pairs", [pair_to_key(p) for p in pairs])
-    return execute_in_process(plan_market(keys, months_of(days), source).specs, instance)
+    order = instance.get_dynamic_partitions("pairs")
+    return execute_in_process(plan_market(keys, months_of(days), source, order).specs, instance)
 
 
 def ingest_github(

@@ -188,11 +188,14 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
 # --- plans: what the counts say -------------------------------------------------------------------
 def test_plans_count_months_partitions_days_and_runs() -> None:
     jan, feb = date(2024, 1, 1), date(2024, 2, 1)
-    market = plan_market(["BTC-USD", "ETH-USD", "SOL-USD"], [jan, feb], "synthetic", date(2024, 6, 1))
-    assert market.describe() == ("2 months x 3 pairs = 6 pair-month partitions in 3 runs, days 2024-01-01..2024-02-29")
-    first = market.specs[0]
-    assert (str(first.first), str(first.last)) == ("2024-01-01|BTC-USD", "2024-02-01|BTC-USD")
+    pairs = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    market = plan_market(pairs, [jan, feb], "synthetic", pairs, date(2024, 6, 1))
+    assert market.describe() == ("2 months x 3 pairs = 6 pair-month partitions in 1 run, days 2024-01-01..2024-02-29")
+    (first,) = market.specs
+    assert (str(first.first), str(first.last)) == ("2024-01-01|BTC-USD", "2024-02-01|SOL-USD")
     assert first.tags()["dagster/asset_partition_range_start"] == "2024-01-01|BTC-USD"
+    apart = plan_market(["BTC-USD", "SOL-USD"], [jan], "synthetic", pairs, date(2024, 6, 1))
+    assert len(apart.specs) == 2  # not neighbours in the partition list: a rectangle would take ETH too
 
     # The open month ends at the last complete day.
     assert plan_moat([feb], "synthetic", date(2024, 2, 10)).describe() == (
