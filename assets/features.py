@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from assets.batch import blocking_check_specs
@@ -17,8 +18,7 @@ from cyber_pipelines.features.indicators import WARMUP_BARS
 from cyber_pipelines.features.inputs import PairInputs, load_pair_inputs
 from cyber_pipelines.features.leadlag import lead_lag_for_pair, leadlag_markdown, leadlag_plot_png
 from cyber_pipelines.keys import key_to_pair, pair_base, pair_to_key
-from cyber_pipelines.quality.features import FEATURES_CHECKS, audit_features
-from cyber_pipelines.quality.gx import SuiteReport, outcomes_markdown
+from cyber_pipelines.quality.checks import FEATURES_CHECKS
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.storage import TableStore, content_hash
@@ -77,8 +77,12 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def _feature_check_results(reports: list[SuiteReport]) -> list[dg.AssetCheckResult]:
-    """One result per features check, from the outcomes tagged with it."""
+def _audit(table: pl.DataFrame, candle_rows: int) -> list[dg.AssetCheckResult]:
+    """One result per features check, from the GX outcomes tagged with it."""
+    from cyber_pipelines.quality.features import audit_features
+    from cyber_pipelines.quality.gx import outcomes_markdown
+
+    reports = audit_features(table, candle_rows)
     results = []
     for check in FEATURES_CHECKS:
         outcomes = [o for r in reports for o in r.results if o.check == check]
@@ -130,7 +134,7 @@ def pair_features(
         publication_lag=timedelta(hours=config.publication_lag_hours),
         repos=inputs.repos,
     )
-    checks = _feature_check_results(audit_features(table, inputs.candles.height))
+    checks = _audit(table, inputs.candles.height)
     if not all(c.passed for c in checks):
         yield from checks  # nothing written: the previous table stays; the failed check fails the step
         return

@@ -9,7 +9,7 @@ from pydantic import Field
 from assets.batch import MonthPartition, blocking_check_specs, ingest_audited, run_partition_keys
 from assets.partitions import month_days, repo_month, repo_month_partitions
 from cyber_pipelines.github.activity import repo_to_key
-from cyber_pipelines.quality.activity import GITHUB_CHECKS, audit_activity
+from cyber_pipelines.quality.checks import GITHUB_CHECKS
 from cyber_pipelines.resources import GitHubResource, StorageResource
 
 GITHUB_CODE_VERSION = "github-activity-2"
@@ -55,6 +55,8 @@ def github_activity(
     github: GitHubResource,
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+    from cyber_pipelines.quality.activity import audit_activity
+
     source = github.resolve_source(config.source or None)
     partitions = []
     for key in run_partition_keys(context):

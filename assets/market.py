@@ -10,7 +10,7 @@ from assets.batch import MonthPartition, blocking_check_specs, ingest_audited, l
 from assets.partitions import month_days, pair_month, pair_month_partitions
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.keys import pair_to_key
-from cyber_pipelines.quality.ohlcv import HOURS_PER_DAY, OHLCV_CHECKS, audit_ohlcv
+from cyber_pipelines.quality.checks import HOURS_PER_DAY, OHLCV_CHECKS
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 
 OHLCV_CODE_VERSION = "ohlcv-2"
@@ -60,6 +60,8 @@ def ohlcv_candles(
     market: MarketDataResource,
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+    from cyber_pipelines.quality.ohlcv import audit_ohlcv
+
     source = market.resolve_source(config.source or None)
     max_gap = load_settings().max_gap_ratio
     partitions = []

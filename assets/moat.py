@@ -13,7 +13,7 @@ from assets.partitions import month_days, monthly_partitions
 from cyber_pipelines.config import load_repo_map, load_settings, resolve_source
 from cyber_pipelines.keys import pair_base
 from cyber_pipelines.moat.staging import load_staged_moat_days
-from cyber_pipelines.quality.activity import MOAT_CHECKS, audit_moat
+from cyber_pipelines.quality.checks import MOAT_CHECKS
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.synthetic.activity import simulate_moat_records
@@ -81,6 +81,8 @@ def moat_records(
     market: MarketDataResource,
     storage: StorageResource,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+    from cyber_pipelines.quality.activity import audit_moat
+
     source = resolve_source("moat", MOAT_SOURCES, config.source)
     partitions = [
         MonthPartition(key, moat_parts(key), "moat", month_days(date.fromisoformat(key)))

@@ -11,20 +11,11 @@ import polars as pl
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
 from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 from cyber_pipelines.quality.audit import DayAudit, audit_days, concat_days
+from cyber_pipelines.quality.checks import GITHUB_CHECKS, MOAT_CHECKS
 from cyber_pipelines.quality.gx import tag
 
 E = gx.expectations
 COUNT_COLUMNS = ("commits", "authors", "contributors", "open_issues", "stars")
-GITHUB_CHECKS = {
-    "github_schema": "Columns, types and no nulls",
-    "github_counts": "Counts and derived metrics are non-negative",
-    "github_unique_repo_hours": "One row per repo and hour of its own day: 24 rows, no duplicates",
-}
-MOAT_CHECKS = {
-    "moat_schema": "Columns, types and no nulls",
-    "moat_unique_observations": "No duplicate (timestamp, source, entity, metric)",
-    "moat_values_in_range": "Finite values, timestamps inside their publication day",
-}
 
 
 def _per_day(rows: pl.DataFrame, row_days: list[date], days: list[date]) -> pl.DataFrame:

@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
-import great_expectations as gx
 import polars as pl
 
-from cyber_pipelines.quality.gx import ExpectationOutcome, run_suite
+if TYPE_CHECKING:  # GX takes seconds to import: only an audit that runs needs it
+    import great_expectations as gx
+
+    from cyber_pipelines.quality.gx import ExpectationOutcome
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ def audit_days(
 
     Days whose frames share a schema are validated together, in one GX run; a day with another schema
     (a missing column, another type) gets its own run, so its table-level failures stay its own."""
+    from cyber_pipelines.quality.gx import run_suite
+
     days = tuple(summary["day"].to_list())
     groups: dict[tuple, dict[date, pl.DataFrame]] = {}
     for day in sorted(candidates):

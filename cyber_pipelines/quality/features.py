@@ -7,14 +7,10 @@ import polars as pl
 
 from cyber_pipelines.features.cross_source import CROSS_SOURCE_COLUMNS
 from cyber_pipelines.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS
+from cyber_pipelines.quality.checks import FEATURES_CHECKS
 from cyber_pipelines.quality.gx import SuiteReport, run_suite, tag
 
 E = gx.expectations
-FEATURES_CHECKS = {
-    "features_row_count": "One row per stored candle, unique increasing timestamps",
-    "features_no_nan_after_warmup": "No NaN or null in any indicator after the warm-up bars",
-    "features_bounds": "RSI in [0, 100] and Bollinger bands ordered",
-}
 
 
 def audit_features(features: pl.DataFrame, candle_rows: int) -> list[SuiteReport]:

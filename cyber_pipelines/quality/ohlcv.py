@@ -16,19 +16,12 @@ import polars as pl
 
 from cyber_pipelines.market.schema import OHLCV_COLUMNS, PRICE_COLUMNS
 from cyber_pipelines.quality.audit import DayAudit, audit_days, concat_days
+from cyber_pipelines.quality.checks import HOURS_PER_DAY, OHLCV_CHECKS
 from cyber_pipelines.quality.gx import tag
 
 E = gx.expectations
-HOURS_PER_DAY = 24
 SUITE_NAME = "ohlcv_hourly"
 FINITE = 1e300  # GX has no finiteness rule: an upper bound no real price or volume reaches rejects +inf
-OHLCV_CHECKS = {
-    "ohlcv_schema": "Columns are exactly the OHLCV set, typed (UTC datetime, float64), no nulls",
-    "ohlcv_timestamps": "Timestamps unique, increasing, on the hourly grid of their own UTC day",
-    "ohlcv_price_integrity": "Prices > 0 and low <= open/close <= high",
-    "ohlcv_volume": "Volume >= 0",
-    "ohlcv_gap_ratio": "Each day's share of missing hourly candles is at most the configured maximum",
-}
 
 
 def row_expectations() -> list[gx.expectations.Expectation]:
