@@ -268,3 +268,39 @@ def test_automation_holds_back_only_the_pair_with_a_failed_check(
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert {str(k) for k in after.get_requested_partitions(pair_features.key)} == {"ETH-USD"}
     assert pair_features.automation_conditions_by_key[pair_features.key] is DEPS_UPDATED_AND_CHECKED
+
+
+def test_one_bad_day_in_a_966_day_landing_file_blocks_that_day_only(
+    instance: dg.DagsterInstance, isolated_dirs: Path
+) -> None:
+    from cyber_pipelines.landing.intake import process_landing
+
+    start = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    bad = datetime(2025, 3, 10, 3, tzinfo=UTC)
+    lines = []
+    for h in range(966 * 24):
+        t = start + 3600 * h
+        close = -1.0 if t == int(bad.timestamp()) else 101.0
+        lines.append(f"{t},100,102,99,{close},5,7")
+    landing = isolated_dirs / "landing"
+    landing.mkdir()
+    (landing / "XBTUSD_60.csv").write_text("\n".join(lines) + "\n")
+    report = process_landing(landing, min_age_s=0)
+    assert report.quarantined == [] and len(report.accepted[0].days) == 966
+
+    config = {"ops": {"ohlcv_candles": {"config": {"source": "landing"}}}}
+    tags = {
+        "dagster/asset_partition_range_start": str(pair_month_key("BTC-USD", date(2024, 1, 1))),
+        "dagster/asset_partition_range_end": str(pair_month_key("BTC-USD", date(2026, 8, 1))),
+    }
+    result = dg.materialize(
+        [ohlcv_candles], instance=instance, resources=RESOURCES, tags=tags, run_config=config, raise_on_error=False
+    )
+    assert not result.success
+    message = _failure(result)
+    assert "BTC/USD 2025-03-10: ohlcv_price_integrity" in message and "2025-03-10T03:00:00" in message
+    assert message.count("BTC/USD 20") == 1  # that day only
+    stored = _stored_days(isolated_dirs / "data", "landing", "ohlcv", "BTC-USD")
+    assert len(stored) == 965 and bad.date() not in stored
+    assert _evaluations(instance, "ohlcv_candles", "ohlcv_price_integrity")["2025-03-01|BTC-USD"][0] is False
+    assert _evaluations(instance, "ohlcv_candles", "ohlcv_price_integrity")["2025-04-01|BTC-USD"][0] is True
