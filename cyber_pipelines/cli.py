@@ -431,9 +431,11 @@ def _report_runs(
         "rows": rows,
         "launch_overhead_s_per_run": round(overhead, 2),
     }
+    not_taken = f", {len(rejected)} landing file(s) not ingested" if rejected else ""
     report.line(
         f"{partitions} partition(s), {rows} rows materialized in {len(outcomes)} run(s) "
-        f"({len(failed)} failed), {report.data.get('elapsed_s', 0.0):.1f} s; launch overhead {overhead:.1f} s per run"
+        f"({len(failed)} failed{not_taken}), {report.data.get('elapsed_s', 0.0):.1f} s; "
+        f"launch overhead {overhead:.1f} s per run"
     )
     for o in failed:
         print(f"error: {o.label} (run {o.run_id[:8]}): {o.message}", file=sys.stderr)
@@ -536,9 +538,10 @@ def cmd_export_github(args: argparse.Namespace) -> int:
 
 # -- features and backtest -----------------------------------------------------------------------
 def _input_error(exc: Exception) -> CliError:
-    """A CSV that is missing is a bad request (2); one that cannot be read as candles is failed work (1)."""
+    """A missing or unreadable CSV, an unknown strategy, bad parameters, an output over the input: all are
+    bad requests (2), refused before any work."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return CliError(message, code=2 if isinstance(exc, FileNotFoundError | IsADirectoryError) else 1)
+    return CliError(message, code=2)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -877,7 +880,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
+        _json_failure(args, str(exc))
         return exc.code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -890,7 +898,14 @@ def main(argv: list[str] | None = None) -> int:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         hint = "" if args.verbose else " (the full trace: --verbose)"
         print(f"error: {type(exc).__name__}{': ' + detail if detail else ''}{hint}", file=sys.stderr)
+        _json_failure(args, f"{type(exc).__name__}: {detail}")
         return 1
+
+
+def _json_failure(args: argparse.Namespace, error: str) -> None:
+    """With ``--json``, a failure is still one JSON document on stdout."""
+    if args.json:
+        print(json.dumps({"ok": False, "command": args.command, "error": error}, indent=2))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the f
 POLL_S = 0.25
 HEARTBEAT_S = 15.0  # a quiet run still says it is alive this often
 START_TIMEOUT_S = 180.0  # as dagster.yaml's run_monitoring.start_timeout_seconds (the daemon is not running)
-MAX_LINE = 360  # characters of a one-line error
+MAX_LINE = 800  # characters of a one-line error (a blocked day names its check, rule and first row)
 
 
 class LaunchError(Exception):

@@ -553,7 +553,7 @@ def test_features_and_backtest_need_and_take_date_format_and_never_overwrite_the
     prices = us_dated_csv(tmp_path / "prices.csv")
     before = prices.read_bytes()
     out = tmp_path / "features.parquet"
-    assert main(["features", "--input", str(prices), "--output", str(out)]) == 1
+    assert main(["features", "--input", str(prices), "--output", str(out)]) == 2  # a bad request: nothing was read or written
     assert "--date-format" in one_error_line(capsys.readouterr().err)
     assert not out.exists()
 
@@ -562,15 +562,18 @@ def test_features_and_backtest_need_and_take_date_format_and_never_overwrite_the
     assert (report["ok"], report["rows"]) == (True, 60)
     assert report["first_timestamp"].startswith("2024-01-01") and report["last_timestamp"].startswith("2024-02-29")
 
-    assert main(["features", "--input", str(prices), "--output", str(prices), "--date-format", "%m/%d/%Y"]) == 1
+    assert main(["features", "--input", str(prices), "--output", str(prices), "--date-format", "%m/%d/%Y"]) == 2
     assert "input" in one_error_line(capsys.readouterr().err)
     assert prices.read_bytes() == before
 
     argv = ["backtest", "--data", str(prices), "--strategy", "sma_cross", "--param", "fast=5", "--param", "slow=10"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "--date-format" in one_error_line(capsys.readouterr().err)
     assert main([*argv, "--date-format", "%m/%d/%Y", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main([*argv, "--json"]) == 2  # a failure with --json is still one JSON document on stdout
+    failed = json.loads(capsys.readouterr().out)
+    assert failed["ok"] is False and "--date-format" in failed["error"]
 
 
 def test_backtest_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFixture[str]) -> None:
@@ -584,5 +587,5 @@ def test_backtest_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFix
     half = json.loads(capsys.readouterr().out)
     assert half["metrics"]["max_drawdown"] > full["metrics"]["max_drawdown"]  # smaller losses at half size
     assert half["final_equity"] < full["final_equity"]
-    assert main([*base, "--size", "2"]) == 1
+    assert main([*base, "--size", "2"]) == 2  # a bad request
     assert "size_multiplier" in one_error_line(capsys.readouterr().err)
