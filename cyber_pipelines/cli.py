@@ -783,7 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="materialize month partitions through Dagster (runs show in the UI)",
         description=(
             "Materialize the month partitions that --start..--end fall in (a month run ingests every day of "
-            "its month up to the last complete day), one run per pair. A range past the last complete day is "
+            "its month up to the last complete day), one run per block of pairs added together. A range past "
+            "the last complete day is "
             "clamped with a warning; dates in the future are refused. --source landing first processes the "
             "landing folder (as the landing sensor does) and then ingests what it accepted, or --pairs."
         ),
