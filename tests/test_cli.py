@@ -553,7 +553,7 @@ def test_features_and_backtest_need_and_take_date_format_and_never_overwrite_the
     prices = us_dated_csv(tmp_path / "prices.csv")
     before = prices.read_bytes()
     out = tmp_path / "features.parquet"
-    assert main(["features", "--input", str(prices), "--output", str(out)]) == 2  # a bad request: nothing was read or written
+    assert main(["features", "--input", str(prices), "--output", str(out)]) == 2
     assert "--date-format" in one_error_line(capsys.readouterr().err)
     assert not out.exists()
 
