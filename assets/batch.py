@@ -42,18 +42,26 @@ def run_partition_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutio
     return [str(k) for k in op_context.partition_keys]
 
 
-def latest_metadata(
+def latest_materialization(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str] | None = None
-) -> dict[str, Any] | None:
-    """The metadata values of the asset's latest materialization (among ``partitions``, if given)."""
+) -> dg.EventLogRecord | None:
+    """The record of the asset's latest materialization (among ``partitions``, if given)."""
     if partitions is not None and not partitions:
         return None
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=1
     ).records
-    if not records or records[0].asset_materialization is None:
+    return records[0] if records and records[0].asset_materialization is not None else None
+
+
+def latest_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The metadata values of the asset's latest materialization (among ``partitions``, if given)."""
+    record = latest_materialization(instance, asset_key, partitions)
+    if record is None or record.asset_materialization is None:
         return None
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def blocking_check_specs(
@@ -146,7 +154,16 @@ def publish_audited(
                 **describe(published),
             },
         )
-    target = _latest_materialization(context.instance, asset_key, partition.key)
+    latest = latest_materialization(context.instance, asset_key, [partition.key])
+    # The result judges the partition's latest version (just published, or the kept previous one);
+    # Dagster counts a check as current only when it targets that event.
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            run_id=latest.run_id, storage_id=latest.storage_id, timestamp=latest.timestamp
+        )
+        if latest is not None
+        else None
+    )
     for check in audit.checks:
         failures = audit.failures_on(set(fetched), check)
         outcomes = [o for o in audit.outcomes if o.check == check]
@@ -170,22 +187,6 @@ def publish_audited(
                 **observed(check, month_summary),
             },
         )
-
-
-def _latest_materialization(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The partition's latest materialization, which its check results judge (just published, or the kept
-    previous version); Dagster counts a check as current only when it targets that event."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
-    )
 
 
 def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

@@ -12,6 +12,7 @@ from pydantic import PrivateAttr
 
 from cyber_pipelines import config
 from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, TableStore
+from cyber_pipelines.tables import split_days
 
 if TYPE_CHECKING:
     import ccxt
@@ -103,14 +104,6 @@ class MarketDataResource(dg.ConfigurableResource):
                 api_url=self.exchange_url or os.environ.get("CYBER_EXCHANGE_URL") or None,
             )
         )
-
-
-def split_days(frame: pl.DataFrame, days: list[date]) -> dict[date, pl.DataFrame]:
-    """The rows of each of ``days`` (by the UTC date of ``timestamp``); a day without rows is empty."""
-    by_day = frame.with_columns(_day=pl.col("timestamp").dt.date())
-    groups = {key[0]: part.drop("_day") for key, part in by_day.partition_by("_day", as_dict=True).items()}
-    empty = frame.clear()
-    return {day: groups.get(day, empty) for day in days}
 
 
 class GitHubResource(dg.ConfigurableResource):

@@ -18,7 +18,7 @@ Timestamps (``parse_timestamps``):
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -286,3 +286,14 @@ def parse_numbers(
             i = _first_index(bad)
             raise TableError(f"{_where(file, column, i, first_row, row_word)}: {values[i]!r} is not a finite number")
     return out.alias(values.name)
+
+
+def split_days(frame: pl.DataFrame, days: Iterable[date], *, keep_empty: bool = True) -> dict[date, pl.DataFrame]:
+    """The rows of each of ``days`` by the UTC date of ``timestamp``, in their order; a day without rows
+    gets an empty frame, or is left out when ``keep_empty`` is false."""
+    wanted = sorted(set(days))
+    by_day = frame.with_columns(_day=pl.col("timestamp").dt.date()).filter(pl.col("_day").is_in(wanted))
+    groups = {key[0]: part.drop("_day") for key, part in by_day.partition_by("_day", as_dict=True).items()}
+    if not keep_empty:
+        return {day: groups[day] for day in wanted if day in groups}
+    return {day: groups.get(day, frame.clear()) for day in wanted}

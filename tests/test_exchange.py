@@ -28,7 +28,7 @@ from cyber_pipelines.market.exchange import (
 )
 from cyber_pipelines.market.schema import OHLCV_SCHEMA
 from cyber_pipelines.quality.ohlcv import audit_ohlcv
-from cyber_pipelines.resources import split_days
+from cyber_pipelines.tables import split_days
 
 HOUR = timedelta(hours=1)
 CURRENT_OPEN = DEFAULT_NOW.replace(minute=0)  # the fake's unfinished candle opened here

@@ -14,7 +14,6 @@ from polars.testing import assert_frame_equal
 from cyber_pipelines.market.schema import OHLCV_SCHEMA
 from cyber_pipelines.moat.schema import MOAT_SCHEMA
 from cyber_pipelines.quality.ohlcv import audit_ohlcv
-from cyber_pipelines.resources import split_days
 from cyber_pipelines.synthetic import market
 from cyber_pipelines.synthetic.activity import (
     repo_profile,
@@ -24,6 +23,7 @@ from cyber_pipelines.synthetic.activity import (
 )
 from cyber_pipelines.synthetic.bursts import BURSTS_PER_WEEK, burst_hours, effect_kernel, rng_for
 from cyber_pipelines.synthetic.market import pair_params, simulate_ohlcv
+from cyber_pipelines.tables import split_days
 
 ORIGIN = date(2024, 1, 1)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

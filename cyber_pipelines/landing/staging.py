@@ -27,6 +27,7 @@ from cyber_pipelines.landing.layout import SEQUENCE_FILE
 from cyber_pipelines.landing.ohlcv import LandingBatch
 from cyber_pipelines.market.schema import conform_ohlcv
 from cyber_pipelines.storage import write_parquet_atomic, write_text_atomic
+from cyber_pipelines.tables import split_days
 
 _STAGED_NAME = re.compile(r"^(\d{12})-([0-9a-f]{16})\.parquet$")
 
@@ -161,12 +162,7 @@ def load_staged_days(staging_dir: Path, pair: str, days: Iterable[date]) -> dict
     rows = newest_rows(parts, ["timestamp"], _day_bounds(wanted[0], wanted[-1]))
     if rows.is_empty():
         return {}
-    rows = conform_ohlcv(rows).with_columns(_day=pl.col("timestamp").dt.date())
-    rows = rows.filter(pl.col("_day").is_in(wanted))
-    return {
-        day: frame.drop("_day")
-        for (day,), frame in sorted(rows.partition_by("_day", as_dict=True, maintain_order=True).items())
-    }
+    return split_days(conform_ohlcv(rows), wanted, keep_empty=False)
 
 
 def load_staged(staging_dir: Path, pair: str, day: date) -> pl.DataFrame:

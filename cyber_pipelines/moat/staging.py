@@ -17,6 +17,7 @@ import polars as pl
 from cyber_pipelines.landing.staging import StagedPart, newest_rows, stage_table, staged_parts
 from cyber_pipelines.moat.schema import MOAT_KEY, MOAT_SCHEMA
 from cyber_pipelines.storage import content_hash as frame_hash
+from cyber_pipelines.tables import split_days
 
 
 def stage_moat(
@@ -56,14 +57,9 @@ def load_staged_moat_days(staging_dir: Path, days: Iterable[date]) -> dict[date,
     start = datetime(wanted[0].year, wanted[0].month, wanted[0].day, tzinfo=UTC)
     end = datetime(wanted[-1].year, wanted[-1].month, wanted[-1].day, tzinfo=UTC) + timedelta(days=1)
     rows = newest_rows(parts, MOAT_KEY, (pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
-    out = {day: _empty() for day in wanted}
     if rows.is_empty():
-        return out
-    rows = rows.cast(MOAT_SCHEMA).sort(MOAT_KEY).with_columns(_day=pl.col("timestamp").dt.date())  # type: ignore[arg-type]
-    for (day,), frame in rows.partition_by("_day", as_dict=True, maintain_order=True).items():
-        if day in out:
-            out[day] = frame.drop("_day")
-    return out
+        return {day: _empty() for day in wanted}
+    return split_days(rows.cast(MOAT_SCHEMA).sort(MOAT_KEY), wanted)  # type: ignore[arg-type]
 
 
 def load_staged_moat(staging_dir: Path, day: date) -> pl.DataFrame:
