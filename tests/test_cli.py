@@ -102,6 +102,8 @@ def test_config_errors_are_one_line_before_any_run(
     assert line.startswith("error: ") and message in line and str(path) in line
     assert_no_runs(isolated_dirs / "dagster_home")
     assert not (isolated_dirs / "demo").exists()
+    assert main([*argv, "--verbose"]) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err  # the trace only on request
 
 
 @pytest.mark.parametrize(
