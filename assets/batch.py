@@ -114,7 +114,31 @@ def failure_line(subject: str, failures: list[DayFailure]) -> str:
     return line + (f"; and {more} more day(s) of {subject}" if more > 0 else "")
 
 
-def publish_audited(
+def latest_targets(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialization, as the target of its check results.
+
+    One query for the newest records (those just published are among them), then one per partition
+    whose latest version is older (kept after a blocked day)."""
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    recent = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=len(partitions)
+    ).records
+    newest: dict[str, dg.EventLogRecord] = {}
+    for event in recent:  # newest first
+        if event.partition_key is not None:
+            newest.setdefault(event.partition_key, event)
+    for key in partitions:
+        record = newest.get(key) or latest_materialization(instance, asset_key, [key])
+        if record is not None:
+            targets[key] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+    return targets
+
+
+def publish_partition(
     context: dg.AssetExecutionContext,
     *,
     store: TableStore,
@@ -123,16 +147,14 @@ def publish_audited(
     partition: MonthPartition,
     candidates: Mapping[date, pl.DataFrame],
     audit: DayAudit,
-    observed: Callable[[str, pl.DataFrame], Mapping[str, Any]] = lambda check, summary: {},
     describe: Callable[[pl.DataFrame], Mapping[str, Any]] = lambda published: {},
-) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """Publish the partition's passing days and report its materialization and check results."""
+) -> Iterator[dg.AssetMaterialization]:
+    """Publish the partition's passing days (one atomic write) and report the materialization."""
     asset_key = context.assets_def.key
     fetched = [d for d in partition.days if d in candidates]
     failed = audit.failed_days()
     passed = {d: candidates[d] for d in fetched if d not in failed}
     blocked = [d for d in fetched if d in failed]
-    month_summary = audit.summary.filter(pl.col("day").is_in(fetched))
     if passed:
         published, path = store.publish_days(passed, source, table, *partition.parts)
         version = content_hash(published)
@@ -154,21 +176,29 @@ def publish_audited(
                 **describe(published),
             },
         )
-    latest = latest_materialization(context.instance, asset_key, [partition.key])
-    # The result judges the partition's latest version (just published, or the kept previous one);
-    # Dagster counts a check as current only when it targets that event.
-    target = (
-        AssetCheckEvaluationTargetMaterializationData(
-            run_id=latest.run_id, storage_id=latest.storage_id, timestamp=latest.timestamp
-        )
-        if latest is not None
-        else None
-    )
+
+
+def partition_evaluations(
+    context: dg.AssetExecutionContext,
+    *,
+    source: str,
+    partition: MonthPartition,
+    candidates: Mapping[date, pl.DataFrame],
+    audit: DayAudit,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+    observed: Callable[[str, pl.DataFrame], Mapping[str, Any]] = lambda check, summary: {},
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The partition's result for each check of the audit.
+
+    The result judges the partition's latest version (``target``: just published, or the kept
+    previous one); Dagster counts a check as current only when it targets that event."""
+    fetched = [d for d in partition.days if d in candidates]
+    month_summary = audit.summary.filter(pl.col("day").is_in(fetched))
     for check in audit.checks:
         failures = audit.failures_on(set(fetched), check)
         outcomes = [o for o in audit.outcomes if o.check == check]
         yield dg.AssetCheckEvaluation(
-            asset_key=asset_key,
+            asset_key=context.assets_def.key,
             check_name=check,
             passed=not failures and bool(fetched),
             partition=partition.key,
@@ -227,7 +257,7 @@ def ingest_audited(
             continue
         result = audit(subject, candidates)
         for partition in with_data:
-            yield from publish_audited(
+            yield from publish_partition(
                 context,
                 store=store,
                 source=source,
@@ -235,8 +265,18 @@ def ingest_audited(
                 partition=partition,
                 candidates=candidates,
                 audit=result,
-                observed=observed,
                 describe=describe,
+            )
+        targets = latest_targets(context.instance, context.assets_def.key, [p.key for p in with_data])
+        for partition in with_data:
+            yield from partition_evaluations(
+                context,
+                source=source,
+                partition=partition,
+                candidates=candidates,
+                audit=result,
+                target=targets.get(partition.key),
+                observed=observed,
             )
         if result.failures:
             blocked.append(failure_line(subject, list(result.failures)))

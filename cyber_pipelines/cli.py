@@ -368,7 +368,8 @@ def _staged_days(landing: Path, pair: str, days: Sequence[date]) -> list[date]:
 
 
 def _run_ingest(wanted: Sequence[Wanted], args: argparse.Namespace, report: Report) -> list[tuple[Any, list[Any]]]:
-    """Add the partitions, plan the runs, launch them one after the other; each plan with its outcomes."""
+    """Add the partitions, plan the runs, launch them (as many at once as the instance allows); each
+    plan with its outcomes."""
     from cyber_pipelines import orchestrate as orc
 
     progress = orc.Progress()
@@ -380,11 +381,17 @@ def _run_ingest(wanted: Sequence[Wanted], args: argparse.Namespace, report: Repo
             if want.layer == "market":
                 orc.ensure_partitions(instance, "pairs", want.keys)
                 order = instance.get_dynamic_partitions("pairs")
-                plans.append(orc.plan_market(want.keys, want.months, args.source, order, want.through, want.since))
+                plans.append(
+                    orc.plan_market(
+                        want.keys, want.months, args.source, order, want.through, want.since, launcher.parallel
+                    )
+                )
             elif want.layer == "github":
                 orc.ensure_partitions(instance, "repos", want.keys)
                 order = instance.get_dynamic_partitions("repos")
-                plans.append(orc.plan_github(want.keys, want.months, args.source, order, want.through))
+                plans.append(
+                    orc.plan_github(want.keys, want.months, args.source, order, want.through, launcher.parallel)
+                )
             else:
                 plans.append(orc.plan_moat(want.months, args.source, want.through, want.since))
         report.data["plans"] = [p.as_dict() for p in plans]
@@ -659,23 +666,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         instance = launcher.instance
         orc.ensure_partitions(instance, "pairs", pair_keys)
         orc.ensure_partitions(instance, "repos", repo_keys)
+        pair_order, repo_order = instance.get_dynamic_partitions("pairs"), instance.get_dynamic_partitions("repos")
         plans = {
-            "market": orc.plan_market(
-                pair_keys, months, "synthetic", instance.get_dynamic_partitions("pairs"), through
-            ),
-            "github": orc.plan_github(
-                repo_keys, months, "synthetic", instance.get_dynamic_partitions("repos"), through
-            ),
+            "market": orc.plan_market(pair_keys, months, "synthetic", pair_order, through, None, launcher.parallel),
+            "github": orc.plan_github(repo_keys, months, "synthetic", repo_order, through, launcher.parallel),
             "moat": orc.plan_moat(months, "synthetic", through),
         }
         layers: list[tuple[str, str, Sequence[orc.RunSpec]]] = [
             *((name, plan.describe(), plan.specs) for name, plan in plans.items()),
             ("features", f"{len(pair_keys)} pair(s), one run each", orc.feature_specs(pair_keys, "synthetic")),
-            (
-                "backtests",
-                f"{len(pair_keys)} pair(s), one run each, then the comparison",
-                orc.backtest_specs(pair_keys),
-            ),
+            ("backtests", f"{len(pair_keys)} pair(s), one run each", orc.backtest_specs(pair_keys)),
+            ("comparison", "the strategies across pairs", [orc.comparison_spec()]),
         ]
         for index, (name, what, specs) in enumerate(layers):
             progress(f"{name}: {what}")

@@ -10,16 +10,21 @@ Cost, measured on the 2-core development machine: loading the workspace (a code 
 6 s once per command; each run adds about 5 s of launch overhead (a fresh process importing the code
 location, most of it Great Expectations) on top of its steps. The runs use the in-process executor:
 the multiprocess default imports the code location again for every step (about 20 s more per run of
-two steps). So the CLI keeps the number of runs small: one range run per pair, one run for a block of
-repos, one for the moat months.
+two steps). So the CLI keeps the number of runs small: one range run per block of pairs (or repos),
+one for the moat months, and as many at once as the instance's ``max_concurrent_runs`` allows (at
+most one per core): most of an ingest run's time is Dagster writing its events (about 30 ms each
+in SQLite), which is CPU work that a second core halves.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -271,6 +276,9 @@ class Launcher:
         self._context: Any = None
         self._location: Any = None
         self._repository: Any = None
+        self.parallel = parallel_runs(self.instance)
+        self._launching = threading.Lock()
+        self._stop = threading.Event()
 
     def __enter__(self) -> Launcher:
         from contextlib import ExitStack
@@ -317,10 +325,14 @@ class Launcher:
 
     def launch(self, spec: RunSpec) -> str:
         """Create the run from the remote job (with its partition tags) and hand it to the run launcher."""
-        from dagster._core.definitions.selector import JobSubsetSelector
-
         if not self._repository.has_job(spec.job_name):
             raise LaunchError(f"the code location has no job {spec.job_name!r}")
+        with self._launching:
+            return self._launch(spec)
+
+    def _launch(self, spec: RunSpec) -> str:
+        from dagster._core.definitions.selector import JobSubsetSelector
+
         run_config = {**QUIET, **IN_PROCESS, **spec.run_config}
         remote_job = self._location.get_job(
             JobSubsetSelector(
@@ -374,7 +386,7 @@ class Launcher:
                 cursor = connection.cursor
                 if not connection.has_more:
                     break
-            if finished:
+            if finished or self._stop.is_set():
                 break
             waiting = run is not None and run.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
             if run is not None and waiting and time.perf_counter() - began > START_TIMEOUT_S:
@@ -401,23 +413,48 @@ class Launcher:
         )
 
     def run_all(self, specs: Sequence[RunSpec], what: str = "") -> list[RunOutcome]:
-        """Run the specs one after the other (a 2-core machine gains nothing from overlapping them)."""
-        outcomes = []
-        for index, spec in enumerate(specs, 1):
+        """Run the specs, ``self.parallel`` at a time; the outcomes in the order of the specs.
+
+        Ctrl-C terminates every run already launched."""
+        launched: list[str] = []
+
+        def run_one(index: int, spec: RunSpec) -> RunOutcome:
             prefix = f"{what + ' ' if what else ''}run {index}/{len(specs)} {spec.label}"
             began = time.perf_counter()
+            if self._stop.is_set():
+                raise KeyboardInterrupt
             run_id = self.launch(spec)
+            launched.append(run_id)
             self.progress(f"{prefix}: launched {spec.job_name} (run {run_id[:8]})")
-            try:
-                outcome = self.wait(run_id, spec, prefix, began)
-            except KeyboardInterrupt:
-                self.progress(f"{prefix}: interrupted, terminating run {run_id[:8]}")
-                self.instance.run_launcher.terminate(run_id)
-                raise
+            outcome = self.wait(run_id, spec, prefix, began)
             said = f"ok in {outcome.elapsed_s:.1f} s: {outcome.message}" if outcome.success else "FAILED"
             self.progress(f"{prefix}: {said}")
-            outcomes.append(outcome)
-        return outcomes
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(specs)))) as pool:
+            futures = [pool.submit(run_one, index, spec) for index, spec in enumerate(specs, 1)]
+            try:
+                return [future.result() for future in futures]
+            except KeyboardInterrupt:
+                self._stop.set()
+                for future in futures:
+                    future.cancel()
+                for run_id in launched:
+                    run = self.instance.get_run_by_id(run_id)
+                    if run is not None and not run.is_finished:
+                        self.progress(f"{what}: interrupted, terminating run {run_id[:8]}")
+                        self.instance.run_launcher.terminate(run_id)
+                raise
+
+
+def parallel_runs(instance: dg.DagsterInstance) -> int:
+    """How many runs to keep going at once: the instance's ``max_concurrent_runs``, at most one per core."""
+    queue = instance.get_concurrency_config().run_queue_config
+    cores = os.cpu_count() or 1
+    if queue is None:
+        return 1
+    limit = queue.max_concurrent_runs
+    return max(1, min(cores if limit < 0 else limit, cores))
 
 
 # -- partitions and plans --------------------------------------------------------------------------
@@ -518,6 +555,20 @@ def neighbour_blocks(keys: Sequence[str], order: Sequence[str]) -> list[list[str
     return blocks
 
 
+def split_blocks(blocks: Sequence[Sequence[str]], runs: int) -> list[list[str]]:
+    """Halve the largest block until there are ``runs`` blocks (or each holds one key): the runs that
+    go at once share the work."""
+    out = [list(block) for block in blocks]
+    while len(out) < runs:
+        largest = max(range(len(out)), key=lambda i: len(out[i]))
+        block = out[largest]
+        if len(block) < 2:
+            break
+        half = (len(block) + 1) // 2
+        out[largest : largest + 1] = [block[:half], block[half:]]
+    return out
+
+
 def _block_specs(
     job: str, op: str, blocks: list[list[str]], months: Sequence[date], source: str, key_of: Callable, noun: str
 ) -> tuple[RunSpec, ...]:
@@ -542,13 +593,15 @@ def plan_market(
     order: Sequence[str],
     through: date | None = None,
     since: date | None = None,
+    runs: int = 1,
 ) -> IngestPlan:
     """One range run per block of neighbouring pairs over the months (``ohlcv_candles``, audited and
-    published per day): one run, not one per pair, for pairs added together."""
+    published per day): one run, not one per pair, for pairs added together; blocks are halved until
+    there are ``runs`` of them (the runs that go at once)."""
     from assets.partitions import pair_month_key
 
     months = sorted(months)
-    blocks = neighbour_blocks(pair_keys, order)
+    blocks = split_blocks(neighbour_blocks(pair_keys, order), runs)
     specs = _block_specs("market_ingest", "ohlcv_candles", blocks, months, source, pair_month_key, "pair")
     first, last = _span(months, through, since)
     return IngestPlan("market", source, tuple(k for b in blocks for k in b), tuple(months), first, last, specs)
@@ -560,12 +613,14 @@ def plan_github(
     source: str,
     order: Sequence[str],
     through: date | None = None,
+    runs: int = 1,
 ) -> IngestPlan:
-    """One range run per block of neighbouring repos over the months (``github_activity``)."""
+    """One range run per block of neighbouring repos over the months (``github_activity``), as
+    ``plan_market``."""
     from assets.partitions import repo_month_key
 
     months = sorted(months)
-    blocks = neighbour_blocks(repo_keys, order)
+    blocks = split_blocks(neighbour_blocks(repo_keys, order), runs)
     specs = _block_specs("github_ingest", "github_activity", blocks, months, source, repo_month_key, "repo")
     first, last = _span(months, through)
     return IngestPlan("github", source, tuple(k for b in blocks for k in b), tuple(months), first, last, specs)
@@ -597,10 +652,13 @@ def feature_specs(pair_keys: Sequence[str], source: str) -> list[RunSpec]:
 
 
 def backtest_specs(pair_keys: Sequence[str]) -> list[RunSpec]:
-    """Each pair's backtests (one run per pair), then the comparison across pairs."""
-    return [RunSpec("backtests", key, key, key, {}, 1) for key in pair_keys] + [
-        RunSpec("compare_strategies", "all pairs")
-    ]
+    """Each pair's backtests, one run per pair (the comparison runs after all of them)."""
+    return [RunSpec("backtests", key, key, key, {}, 1) for key in pair_keys]
+
+
+def comparison_spec() -> RunSpec:
+    """The comparison across pairs, from the latest backtests of each."""
+    return RunSpec("compare_strategies", "all pairs")
 
 
 # -- the demo's summaries --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from polars.testing import assert_frame_equal
 
 from cyber_pipelines import cli
 from cyber_pipelines.cli import main
-from cyber_pipelines.orchestrate import RunSpec, plan_github, plan_market, plan_moat
+from cyber_pipelines.orchestrate import RunSpec, parallel_runs, plan_github, plan_market, plan_moat, split_blocks
 from cyber_pipelines.synthetic.market import simulate_ohlcv
 
 RANGE = ["--start", "2024-01-01", "--end", "2024-01-03"]
@@ -212,6 +212,29 @@ def test_plans_count_months_partitions_days_and_runs() -> None:
         ("2024-01-01|d__w", "2024-01-01|d__w"),
     ]
     assert github.describe().startswith("1 month x 3 repos = 3 repo-month partitions in 2 runs")
+
+
+def test_plans_halve_the_largest_block_for_runs_that_go_at_once() -> None:
+    jan, feb = date(2024, 1, 1), date(2024, 2, 1)
+    pairs = ["BTC-USD", "ETH-USD", "SOL-USD", "DOT-USD", "ADA-USD"]
+    market = plan_market(pairs, [jan, feb], "synthetic", pairs, date(2024, 6, 1), runs=2)
+    assert [(str(s.first), str(s.last)) for s in market.specs] == [
+        ("2024-01-01|BTC-USD", "2024-02-01|SOL-USD"),
+        ("2024-01-01|DOT-USD", "2024-02-01|ADA-USD"),
+    ]
+    assert sum(s.partitions for s in market.specs) == market.partitions == 10
+    assert split_blocks([["a", "b", "c", "d"], ["e"]], 4) == [["a"], ["b"], ["c", "d"], ["e"]]
+    assert split_blocks([["a"], ["b"]], 4) == [["a"], ["b"]]  # a block of one key is not split
+
+
+def test_parallel_runs_follow_the_instance_and_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    with dg.instance_for_test(overrides={"concurrency": {"runs": {"max_concurrent_runs": 3}}}) as instance:
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert parallel_runs(instance) == 2
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        assert parallel_runs(instance) == 3
 
 
 def test_one_partition_runs_carry_the_partition_tags_the_ui_sets() -> None:
@@ -477,7 +500,8 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert main(["demo", "--days", "12", "--pairs", "ETH/USD", "--home", str(home), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["pairs"] == ["ETH/USD"] and report["days"] == 12
-    assert [layer["layer"] for layer in report["layers"]] == ["market", "github", "moat", "features", "backtests"]
+    layers = ["market", "github", "moat", "features", "backtests", "comparison"]
+    assert [layer["layer"] for layer in report["layers"]] == layers
     last = TODAY - timedelta(days=1)
     assert (report["first_day"], report["last_day"]) == ((last - timedelta(days=11)).isoformat(), last.isoformat())
 
@@ -499,7 +523,7 @@ def test_demo_stops_at_the_first_failed_layer_and_shows_no_results(
     captured = capsys.readouterr()
     assert "market     FAILED (1 of 1 runs)" in captured.out
     assert "lead-lag" not in captured.out and "strategy comparison" not in captured.out
-    assert "demo stopped at the market layer; not run: github, moat, features, backtests" in captured.err
+    assert "demo stopped at the market layer; not run: github, moat, features, backtests, comparison" in captured.err
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "BTC/USD" in errors[0]
     runs = instance_at(isolated_dirs / "demo" / "dagster_home").get_runs()
