@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/backtest_sweep.py`` (needs the ``bench`` extra: ``backtesting``).
 Prints one JSON line. Both sides use the same conventions: fill at the next open, commission 0.2% per
-side on traded notional, fractional units (``FractionalBacktest``), long while SMA(fast) > SMA(slow).
+side on traded notional, fractional units (``FractionalBacktest``), long from SMA(fast) crossing above
+SMA(slow) to its crossing below (``SmaCross``, long only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar: off
 
 import polars as pl
 from backtesting import Strategy
-from backtesting.lib import FractionalBacktest
+from backtesting.lib import FractionalBacktest, crossover
 from backtesting.test import GOOG, SMA
 
 from cyber_pipelines.backtest.engine import BacktestConfig
@@ -31,8 +32,8 @@ REPEATS = 3
 TARGET = 2000
 
 
-class LongWhileAbove(Strategy):
-    """Long while SMA(n1) > SMA(n2), flat otherwise (the target-position form of sma_cross)."""
+class LongOnCrossing(Strategy):
+    """Buy when SMA(n1) crosses above SMA(n2), close when it crosses below (long-only ``SmaCross``)."""
 
     n1 = 10
     n2 = 20
@@ -42,10 +43,9 @@ class LongWhileAbove(Strategy):
         self.slow = self.I(SMA, self.data.Close, self.n2)
 
     def next(self) -> None:
-        if self.fast[-1] > self.slow[-1]:
-            if not self.position:
-                self.buy()
-        elif self.position:
+        if crossover(self.fast, self.slow):
+            self.buy()
+        elif crossover(self.slow, self.fast):
             self.position.close()
 
 
@@ -66,7 +66,7 @@ def main() -> None:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bt = FractionalBacktest(GOOG, LongWhileAbove, commission=COMMISSION, fractional_unit=1e-8)
+        bt = FractionalBacktest(GOOG, LongOnCrossing, commission=COMMISSION, fractional_unit=1e-8)
         for fast, slow in sample:
             bt.run(n1=fast, n2=slow)
     bt_seconds = time.perf_counter() - start

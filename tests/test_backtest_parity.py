@@ -5,8 +5,11 @@ at the next bar's open (``trade_on_close=True``: at the decision bar's close), `
 on the traded notional at entry and at exit, an order of "all equity" buys ``equity / (price * (1 +
 commission))`` units, ``FractionalBacktest`` trades (near-)fractional units, and the final equity marks
 a still-open trade to the last close (``finalize_trades=False``; we count that trade, it does not).
-Its first ``next()`` call is at bar ``1 + warm-up`` (= ``slow`` for SMA(slow)), so our targets are
-zeroed before that bar.
+
+``SmaCross`` is compared with backtesting.py's own SmaCross example (``crossover`` both ways), with no
+adjustment of our targets. ``SmaAbove`` (hold while above) is compared with a strategy written here;
+backtesting.py's first ``next()`` call is at bar ``1 + warm-up`` (= ``slow`` for SMA(slow)) while
+``SmaAbove`` can decide at the warm-up's last bar, so its targets are zeroed before bar ``slow``.
 """
 
 from __future__ import annotations
@@ -14,23 +17,47 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
 from cyber_pipelines.backtest.engine import BacktestConfig, run_backtest
-from cyber_pipelines.backtest.strategies import SmaCross
+from cyber_pipelines.backtest.strategies import SmaAbove, SmaCross
 from cyber_pipelines.backtest.sweep import sweep_sma_cross
 
 backtesting = pytest.importorskip("backtesting")
 from backtesting import Strategy  # noqa: E402
-from backtesting.lib import FractionalBacktest  # noqa: E402
+from backtesting.lib import FractionalBacktest, crossover  # noqa: E402
 from backtesting.test import GOOG, SMA  # noqa: E402
 
 COMMISSION = 0.002
+REL = 1e-6
 
 
-class TargetSmaCross(Strategy):
-    """Hold the target position of ``SmaCross``: long above, short (if ``short``) or flat below."""
+class CrossingReference(Strategy):
+    """backtesting.py's SmaCross example: buy on a crossing above, sell on a crossing below (shorts
+    only when ``short``; otherwise the crossing below just closes the long)."""
+
+    n1 = 10
+    n2 = 20
+    short = True
+
+    def init(self) -> None:
+        self.fast = self.I(SMA, self.data.Close, self.n1)
+        self.slow = self.I(SMA, self.data.Close, self.n2)
+
+    def next(self) -> None:
+        if crossover(self.fast, self.slow):
+            self.position.close()
+            self.buy()
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+            if self.short:
+                self.sell()
+
+
+class HoldAboveReference(Strategy):
+    """Hold the target of ``SmaAbove``: long above, short (if ``short``) or flat below."""
 
     n1 = 10
     n2 = 20
@@ -52,32 +79,88 @@ class TargetSmaCross(Strategy):
                 self.sell()
 
 
+def _frame(data: pd.DataFrame) -> pl.DataFrame:
+    return pl.from_pandas(data.reset_index()).rename(lambda c: "timestamp" if c == "index" else c.lower())
+
+
 @pytest.fixture(scope="module")
 def goog() -> pl.DataFrame:
-    return pl.from_pandas(GOOG.reset_index()).rename(lambda c: "timestamp" if c == "index" else c.lower())
+    return _frame(GOOG)
 
 
-def reference_run(short: bool, trade_on_close: bool) -> tuple[float, int]:
+def fast_starts_above() -> pd.DataFrame:
+    """Daily candles that rise through the warm-up (SMA(10) > SMA(20) when both exist), then swing."""
+    n = 400
+    t = np.arange(n)
+    close = np.where(t < 40, 100.0 + 1.5 * t, 160.0 + 25.0 * np.sin((t - 40) / 9.0) + 0.05 * (t - 40))
+    wiggle = np.random.default_rng(3).normal(0, 0.4, n)
+    close = close + wiggle
+    open_ = np.concatenate([[close[0]], close[:-1]]) + np.random.default_rng(4).normal(0, 0.3, n)
+    high, low = np.maximum(open_, close) + 0.5, np.minimum(open_, close) - 0.5
+    index = pd.date_range("2020-01-01", periods=n, freq="D", name="index")
+    data = {"Open": open_, "High": high, "Low": low, "Close": close, "Volume": np.full(n, 1e6)}
+    return pd.DataFrame(data, index=index)
+
+
+def reference_run(data: pd.DataFrame, strategy: type[Strategy], short: bool, trade_on_close: bool) -> tuple[float, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bt = FractionalBacktest(
-            GOOG, TargetSmaCross, commission=COMMISSION, trade_on_close=trade_on_close, fractional_unit=1e-8
+            data, strategy, commission=COMMISSION, trade_on_close=trade_on_close, fractional_unit=1e-8
         )
         stats = bt.run(n1=10, n2=20, short=short)
     still_open = int(bool(stats["_strategy"].position))
     return float(stats["Equity Final [$]"]), int(stats["# Trades"]) + still_open
 
 
-@pytest.mark.parametrize(("short", "fill"), [(False, "next_open"), (False, "close"), (True, "next_open")])
-def test_sma_cross_10_20_agrees_with_backtesting_py(goog: pl.DataFrame, short: bool, fill: str) -> None:
-    equity, trades = reference_run(short, trade_on_close=fill == "close")
-    target = SmaCross(10, 20).positions(goog)
+FILLS = [(False, "next_open"), (False, "close"), (True, "next_open"), (True, "close")]
+
+
+@pytest.mark.parametrize("dataset", ["goog", "fast_starts_above"])
+@pytest.mark.parametrize(("short", "fill"), FILLS)
+def test_sma_cross_equals_backtesting_py_sma_cross(dataset: str, short: bool, fill: str) -> None:
+    data = GOOG if dataset == "goog" else fast_starts_above()
+    candles = _frame(data)
+    equity, trades = reference_run(data, CrossingReference, short, trade_on_close=fill == "close")
+    cfg = BacktestConfig(fee=COMMISSION, slippage=0.0, fill=fill, allow_short=short)  # type: ignore[arg-type]
+    ours = run_backtest(candles, SmaCross(10, 20).positions(candles), cfg).metrics
+    assert trades >= 5
+    assert ours["n_trades"] == trades
+    assert ours["final_equity"] == pytest.approx(equity, rel=REL)
+
+
+@pytest.mark.parametrize("dataset", ["goog", "fast_starts_above"])
+@pytest.mark.parametrize(("short", "fill"), FILLS)
+def test_sma_above_equals_a_hold_while_above_reference(dataset: str, short: bool, fill: str) -> None:
+    data = GOOG if dataset == "goog" else fast_starts_above()
+    candles = _frame(data)
+    equity, trades = reference_run(data, HoldAboveReference, short, trade_on_close=fill == "close")
+    target = SmaAbove(10, 20).positions(candles)
     target[:20] = 0.0  # backtesting.py decides first at bar 1 + warm-up (19) = 20
     cfg = BacktestConfig(fee=COMMISSION, slippage=0.0, fill=fill, allow_short=short)  # type: ignore[arg-type]
-    ours = run_backtest(goog, target, cfg).metrics
-    assert trades > 40
-    assert abs(ours["n_trades"] - trades) <= 0.005 * trades
-    assert ours["final_equity"] == pytest.approx(equity, rel=0.005)
+    ours = run_backtest(candles, target, cfg).metrics
+    assert ours["n_trades"] == trades
+    assert ours["final_equity"] == pytest.approx(equity, rel=REL)
+
+
+def test_sma_above_positions_equal_pandas_rolling_means() -> None:
+    data = fast_starts_above()
+    fast, slow = data["Close"].rolling(10).mean(), data["Close"].rolling(20).mean()
+    expected = np.sign(fast - slow).fillna(0.0).to_numpy()
+    np.testing.assert_array_equal(SmaAbove(10, 20).positions(_frame(data)), expected)
+
+
+def test_the_two_rules_differ_when_the_fast_average_starts_above() -> None:
+    candles = _frame(fast_starts_above())
+    above, cross = SmaAbove(10, 20).positions(candles), SmaCross(10, 20).positions(candles)
+    assert above[19] == 1.0 and cross[19] == 0.0  # warm-up ends with fast > slow: only SmaAbove is long
+    first = int(np.flatnonzero(cross)[0])  # the first crossing is the fast average falling below
+    assert cross[first] == -1.0 and first > 40 and np.all(above[19:first] == 1.0)
+    np.testing.assert_array_equal(above[first:], cross[first:])  # from then on the rules agree (no ties)
+    cfg = BacktestConfig(fee=COMMISSION, slippage=0.0)
+    n_above = run_backtest(candles, above, cfg).metrics["n_trades"]
+    n_cross = run_backtest(candles, cross, cfg).metrics["n_trades"]
+    assert n_above == n_cross + 1
 
 
 @pytest.mark.parametrize(
@@ -90,11 +173,17 @@ def test_sma_cross_10_20_agrees_with_backtesting_py(goog: pl.DataFrame, short: b
 )
 def test_engine_equals_sweep(goog: pl.DataFrame, cfg: BacktestConfig) -> None:
     grid = sweep_sma_cross(goog, [5, 10, 30], [20, 50], cfg)
+    above = sweep_sma_cross(goog, [5, 10, 30], [20, 50], cfg, rule="above")
     assert grid.height == 5  # (30, 20) is not a pair: fast must be below slow
     for row in grid.iter_rows(named=True):
-        single = run_backtest(goog, SmaCross(row["fast"], row["slow"]).positions(goog), cfg).metrics
-        for name, value in single.items():
-            assert row[name] == pytest.approx(value, rel=1e-9, nan_ok=True), (row["fast"], row["slow"], name)
+        for rule, strategy in (("cross", SmaCross), ("above", SmaAbove)):
+            single = run_backtest(goog, strategy(row["fast"], row["slow"]).positions(goog), cfg).metrics
+            other = grid if rule == "cross" else above
+            pair = (pl.col("fast") == row["fast"]) & (pl.col("slow") == row["slow"])
+            match = other.filter(pair).row(0, named=True)
+            for name, value in single.items():
+                where = (rule, row["fast"], row["slow"], name)
+                assert match[name] == pytest.approx(value, rel=1e-9, nan_ok=True), where
 
 
 def test_sweep_rejects_stops_and_bad_grids(goog: pl.DataFrame) -> None:
@@ -102,6 +191,8 @@ def test_sweep_rejects_stops_and_bad_grids(goog: pl.DataFrame) -> None:
         sweep_sma_cross(goog, [5], [20], BacktestConfig(stop_loss=0.05))
     with pytest.raises(ValueError, match="fast < slow"):
         sweep_sma_cross(goog, [30], [20])
+    with pytest.raises(ValueError, match="rule"):
+        sweep_sma_cross(goog, [5], [20], rule="below")
     arrays = {"open": goog["open"].to_numpy(), "close": goog["close"].to_numpy()}
     with pytest.raises(ValueError, match="bars_per_year"):
         sweep_sma_cross(arrays, [5], [20])
@@ -109,3 +200,17 @@ def test_sweep_rejects_stops_and_bad_grids(goog: pl.DataFrame) -> None:
     from_frame = sweep_sma_cross(goog, [5], [20], BacktestConfig(bars_per_year=252))
     assert from_arrays.equals(from_frame)
     assert np.isfinite(from_frame["sharpe"][0])
+
+
+def test_crossings_through_an_exact_tie_keep_the_last_crossing() -> None:
+    from cyber_pipelines.backtest.sweep import sma_cross_targets
+
+    fast = np.array([np.nan, 1.0, 3.0, 2.0, 2.0, 3.0, 1.0, 2.0, 2.0, 1.0])
+    slow = np.full(10, 2.0)
+    # below, above (cross up), tie, tie, above (no crossing: came from a tie), below (cross down),
+    # tie, below (no crossing)
+    expected = [0, 0, 1, 1, 1, 1, -1, -1, -1, -1]
+    np.testing.assert_array_equal(sma_cross_targets(fast, slow), expected)
+    grid = sma_cross_targets(np.column_stack([fast, fast + 5.0]), np.column_stack([slow, slow]))
+    np.testing.assert_array_equal(grid[:, 0], expected)
+    np.testing.assert_array_equal(grid[:, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0])  # never below: no crossing

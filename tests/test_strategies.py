@@ -15,6 +15,7 @@ from cyber_pipelines.backtest.engine import BacktestConfig, run_backtest
 from cyber_pipelines.backtest.strategies import (
     CrossMoat,
     RuleOfThree,
+    SmaAbove,
     SmaCross,
     Strategy,
     Vote,
@@ -81,7 +82,7 @@ def test_hysteresis_trades_less_than_the_raw_signal(features: pl.DataFrame) -> N
     assert 0 < np.count_nonzero(np.diff(held)) < np.count_nonzero(np.diff(raw))
 
 
-@pytest.mark.parametrize("strategy", [SmaCross(10, 30), RuleOfThree(), CrossMoat()])
+@pytest.mark.parametrize("strategy", [SmaCross(10, 30), SmaAbove(10, 30), RuleOfThree(), CrossMoat()])
 def test_positions_are_causal(strategy: Strategy, features: pl.DataFrame) -> None:
     table = features.with_columns(activity_score=pl.Series(np.random.default_rng(1).normal(0, 1.5, features.height)))
     full = strategy.positions(table)
@@ -101,13 +102,29 @@ def test_team_confidences(features: pl.DataFrame) -> None:
     np.testing.assert_allclose(bb.confidence, [1.0, 0.5, 1.0])
 
 
-def test_sma_cross_positions_match_polars_rolling_means(features: pl.DataFrame) -> None:
+def test_sma_above_positions_match_polars_rolling_means(features: pl.DataFrame) -> None:
     expected = features.select(
         pl.when(pl.col("close").rolling_mean(30).is_null())
         .then(0.0)
         .otherwise((pl.col("close").rolling_mean(10) - pl.col("close").rolling_mean(30)).sign())
     ).to_series()
-    np.testing.assert_array_equal(SmaCross(10, 30).positions(features), expected.to_numpy())
+    np.testing.assert_array_equal(SmaAbove(10, 30).positions(features), expected.to_numpy())
+    assert SmaAbove(10, 30).name == "sma_above_10_30"
+    with pytest.raises(ValueError, match="fast < slow"):
+        SmaAbove(20, 10)
+
+
+def test_sma_cross_holds_the_side_of_the_last_crossing(features: pl.DataFrame) -> None:
+    diff = features.select(pl.col("close").rolling_mean(10) - pl.col("close").rolling_mean(30)).to_series()
+    prev = diff.shift(1)
+    event = features.select(
+        pl.when((prev < 0) & (diff > 0)).then(1.0).when((prev > 0) & (diff < 0)).then(-1.0).otherwise(None)
+    ).to_series()
+    expected = event.fill_null(strategy="forward").fill_null(0.0).to_numpy()
+    got = SmaCross(10, 30).positions(features)
+    np.testing.assert_array_equal(got, expected)
+    assert got[29] == 0.0 and np.count_nonzero(got) > 0  # the end of the warm-up opens nothing
+    assert SmaCross(10, 30).name == "sma_cross_10_30"
     with pytest.raises(ValueError, match="fast < slow"):
         SmaCross(20, 10)
 

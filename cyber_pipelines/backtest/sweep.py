@@ -40,10 +40,45 @@ def sma_matrix(close: np.ndarray, windows: Iterable[int]) -> np.ndarray:
     return np.where(lo >= 0, out, np.nan)
 
 
-def sma_cross_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
+def sma_above_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
     """+1 while the fast SMA is above the slow one, -1 below, 0 during warm-up or on a tie."""
     with np.errstate(invalid="ignore"):
         return np.nan_to_num(np.sign(fast_sma - slow_sma), nan=0.0)
+
+
+def sma_cross_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
+    """+1 from a crossing above to the next crossing below, -1 from a crossing below; 0 before the first.
+
+    A crossing above at bar t is ``fast[t-1] < slow[t-1]`` and ``fast[t] > slow[t]`` (backtesting.py's
+    ``crossover``; vectorbt's ``crossed_above``), strict on both bars, so neither a tie nor the end of
+    the warm-up with the fast average already above is a crossing. Works on 1-D or 2-D (bars x runs).
+
+    Fast path: after the first crossing, and as long as the two averages are never exactly equal, the
+    side of the last crossing is the sign of ``fast - slow`` (every change of sign is a crossing). A
+    column with an exact tie goes through the general forward fill of its crossing events.
+    """
+    diff = np.asarray(fast_sma, dtype=float) - np.asarray(slow_sma, dtype=float)
+    one_d = diff.ndim == 1
+    diff = diff.reshape(diff.shape[0], -1)
+    prev = np.empty_like(diff)
+    prev[:1] = np.nan
+    prev[1:] = diff[:-1]
+    with np.errstate(invalid="ignore"):
+        up = (prev < 0) & (diff > 0)
+        down = (prev > 0) & (diff < 0)
+    crossed = up | down
+    rows = np.arange(diff.shape[0])[:, None]
+    first = np.where(crossed.any(axis=0), crossed.argmax(axis=0), diff.shape[0])
+    state = np.where(rows >= first, np.sign(diff), 0.0)
+    ties = np.flatnonzero((diff == 0).any(axis=0))
+    if ties.size:
+        event = up[:, ties].astype(float) - down[:, ties]
+        last = np.maximum.accumulate(np.where(event != 0, rows, 0), axis=0)  # bar 0 never has an event
+        state[:, ties] = np.take_along_axis(event, last, axis=0)
+    return state[:, 0] if one_d else state
+
+
+SMA_RULES = {"cross": sma_cross_targets, "above": sma_above_targets}
 
 
 def _grid_chunk(
@@ -114,14 +149,21 @@ def sweep_sma_cross(
     fast_values: Iterable[int],
     slow_values: Iterable[int],
     config: BacktestConfig | None = None,
+    rule: str = "cross",
 ) -> pl.DataFrame:
     """Backtest every ``SmaCross(fast, slow)`` with fast < slow in one vectorized pass.
+
+    ``rule="cross"`` trades the crossings (``SmaCross``), ``rule="above"`` holds while the fast SMA is
+    above the slow one (``SmaAbove``).
 
     ``data`` is a candle frame (timestamp, open, high, low, close) or a mapping with ``open`` and
     ``close`` arrays (then ``config.bars_per_year`` is required). Returns one row per pair:
     fast, slow and every metric of ``metrics.METRIC_NAMES``.
     """
     config = config or BacktestConfig()
+    if rule not in SMA_RULES:
+        raise ValueError(f"rule must be one of {sorted(SMA_RULES)}, got {rule!r}")
+    make_targets = SMA_RULES[rule]
     if isinstance(data, pl.DataFrame):
         ohlc = ohlc_arrays(data)
         open_, close = ohlc.open, ohlc.close
@@ -147,7 +189,7 @@ def sweep_sma_cross(
     slow_idx = np.array([col[s] for _, s in pairs])
     metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
     for i in range(0, len(pairs), _CHUNK):  # build targets per chunk to bound memory
-        targets = sma_cross_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
+        targets = make_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
         part = backtest_grid(open_, close, targets, config, bpy)
         for name in METRIC_NAMES:
             metrics[name].append(part[name])
