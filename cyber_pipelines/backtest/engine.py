@@ -9,6 +9,16 @@ that ``u1 * p = w * E'``, where ``E'`` is the equity after the fill's costs, and
 ``(fee + slippage) * |u1 - u0| * p`` (each side, on traded notional). Equity is marked at each
 bar's close and floored at 0 (ruin is final).
 
+``fill="close"`` is optimistic: it trades at the very price that completed the signal, leaving no
+time to act on it; ``BacktestConfig.fill_note`` says so wherever that fill is chosen.
+
+Annualization by the calendar, never by counting rows: ``config.bars_per_year`` if set, else the
+calendar's (``config.calendar``, or inferred from the timestamps by ``infer_calendar``): "24/7" is
+365.25 days a year (8766 hourly bars), "equities" is 252 sessions a year (one per daily bar). On the
+24/7 calendar the missing hours of a sample with holes count as calendar bars without a return (see
+``metrics``), so gaps neither shrink bars_per_year nor inflate the Sharpe. CAGR and Calmar use the
+sample's calendar span and are NaN under a year (``BacktestResult.annualized_note`` gives the reason).
+
 Vectorization. Equity only changes multiplicatively at fills, so the equity after every fill is a
 cumulative product over the fills (``_equity_after_fills``), with no loop. The stop loss is the
 only path-dependent part: a tight Python loop over *trades* (not bars), each searching its bars
@@ -25,11 +35,20 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from cyber_pipelines.backtest.metrics import all_metrics, bar_returns
+from cyber_pipelines.backtest.metrics import all_metrics, annualized_unavailable_reason, bar_returns
 
 Fill = Literal["next_open", "close"]
 FILLS: tuple[str, ...] = ("next_open", "close")
+Calendar = Literal["24/7", "equities"]
+CALENDARS: tuple[str, ...] = ("24/7", "equities")
 _SECONDS_PER_YEAR = 365.25 * 24 * 3600
+HOURS_PER_YEAR = 365.25 * 24  # 8766: a market that trades around the clock
+EQUITY_SESSIONS_PER_YEAR = 252
+EQUITY_SESSION_HOURS = 6.5  # NYSE regular session, for intraday equity bars
+FILL_CLOSE_NOTE = (
+    "fill=close is optimistic: each signal fills at the close that completed it, with no time to act "
+    "(fill=next_open is the realistic default)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,7 @@ class BacktestConfig:
     size_multiplier: float = 1.0
     initial_cash: float = 10_000.0
     bars_per_year: float | None = None
+    calendar: Calendar | None = None  # None: inferred from the timestamps (``infer_calendar``)
 
     def __post_init__(self) -> None:
         if not (0 <= self.fee < 0.1 and 0 <= self.slippage < 0.1):
@@ -58,10 +78,22 @@ class BacktestConfig:
             raise ValueError(f"initial_cash must be > 0, got {self.initial_cash}")
         if self.bars_per_year is not None and not self.bars_per_year > 0:
             raise ValueError(f"bars_per_year must be > 0, got {self.bars_per_year}")
+        if self.calendar is not None and self.calendar not in CALENDARS:
+            raise ValueError(f"calendar must be one of {CALENDARS}, got {self.calendar!r}")
 
     @property
     def cost_rate(self) -> float:
         return self.fee + self.slippage
+
+    @property
+    def optimistic_fill(self) -> bool:
+        """True for ``fill="close"``: it fills at the price that completed the signal."""
+        return self.fill == "close"
+
+    @property
+    def fill_note(self) -> str | None:
+        """A line for reports and metadata when the fill is optimistic (``FILL_CLOSE_NOTE``), else None."""
+        return FILL_CLOSE_NOTE if self.optimistic_fill else None
 
 
 @dataclass(frozen=True)
@@ -74,11 +106,22 @@ class BacktestResult:
     config: BacktestConfig
     bars_per_year: float
     name: str = field(default="")
+    calendar: str = ""  # "24/7", "equities" or "config" (bars_per_year set explicitly)
+    years: float = math.nan  # calendar span of the sample (first to last timestamp)
 
     @property
     def returns(self) -> np.ndarray:
         """Per-bar simple returns of the equity curve (length bars - 1)."""
         return bar_returns(self.equity["equity"].to_numpy())
+
+    @property
+    def annualized_note(self) -> str | None:
+        """Why CAGR and Calmar are NaN (e.g. "sample of 88 days < 1 year"), or None when reported."""
+        return annualized_unavailable_reason(self.years)
+
+    @property
+    def fill_note(self) -> str | None:
+        return self.config.fill_note
 
 
 @dataclass(frozen=True)
@@ -107,29 +150,78 @@ def ohlc_arrays(candles: pl.DataFrame) -> Ohlc:
     return Ohlc(ts, *arrays)
 
 
-def infer_bars_per_year(timestamps: pl.Series) -> float:
-    """Bars per year from the sample itself: (bars - 1) / years spanned (252-ish for daily stocks)."""
-    if timestamps.len() < 2:
-        raise ValueError("need at least 2 timestamps to infer bars_per_year")
-    if timestamps.dtype.is_temporal():
-        span = (timestamps[-1] - timestamps[0]).total_seconds()
-    else:
-        raise ValueError(f"timestamp column must be temporal to infer bars_per_year, got {timestamps.dtype}")
-    if span <= 0:
-        raise ValueError("timestamps span no time; pass bars_per_year explicitly")
-    return (timestamps.len() - 1) / (span / _SECONDS_PER_YEAR)
-
-
-def calendar_bars_per_year(timestamps: pl.Series) -> float:
-    """Bars per year of a market that trades around the clock: a year over the typical (median) bar length.
-
-    Unlike ``infer_bars_per_year`` it does not shrink when the sample has holes (crypto data with gaps)."""
+def bar_seconds(timestamps: pl.Series) -> float:
+    """The typical (median) bar length in seconds; holes in the sample do not change it."""
     if timestamps.len() < 2 or not timestamps.dtype.is_temporal():
-        raise ValueError("need at least 2 temporal timestamps to infer the bar length")
+        raise ValueError(f"need at least 2 temporal timestamps to infer the bar length, got {timestamps.dtype}")
     bar = timestamps.diff().drop_nulls().dt.total_microseconds().median()
     if bar is None or float(bar) <= 0:  # type: ignore[arg-type]
         raise ValueError("timestamps must increase to infer the bar length")
-    return _SECONDS_PER_YEAR / (float(bar) / 1e6)  # type: ignore[arg-type]
+    return float(bar) / 1e6  # type: ignore[arg-type]
+
+
+def span_years(timestamps: pl.Series) -> float:
+    """Calendar span of the sample, first to last timestamp, in 365.25-day years."""
+    if timestamps.len() < 2 or not timestamps.dtype.is_temporal():
+        return math.nan
+    return (timestamps[-1] - timestamps[0]).total_seconds() / _SECONDS_PER_YEAR
+
+
+def infer_calendar(timestamps: pl.Series) -> Calendar:
+    """ "equities" for daily (or longer) bars with no bar on a Saturday or Sunday, else "24/7"."""
+    if bar_seconds(timestamps) < 20 * 3600:
+        return "24/7"
+    weekend = (timestamps.dt.weekday() >= 6).any()  # polars: Monday = 1 .. Sunday = 7
+    return "24/7" if weekend else "equities"
+
+
+def calendar_bars_per_year(timestamps: pl.Series, calendar: Calendar = "24/7") -> float:
+    """Bars per year of the calendar at the sample's typical bar length (never from the row count).
+
+    "24/7": a 365.25-day year over the bar length (8766 for hourly bars, 365.25 for daily ones).
+    "equities": 252 sessions a year; a daily bar is one session, an intraday bar a share of a 6.5-hour
+    session, a weekly or longer bar ``bar_days * 5 / 7`` sessions."""
+    bar = bar_seconds(timestamps)
+    if calendar == "24/7":
+        return _SECONDS_PER_YEAR / bar
+    if calendar != "equities":
+        raise ValueError(f"calendar must be one of {CALENDARS}, got {calendar!r}")
+    if bar < 20 * 3600:
+        return EQUITY_SESSIONS_PER_YEAR * EQUITY_SESSION_HOURS * 3600 / bar
+    days = bar / 86400
+    return EQUITY_SESSIONS_PER_YEAR if days < 5 else EQUITY_SESSIONS_PER_YEAR / (days * 5 / 7)
+
+
+def infer_bars_per_year(timestamps: pl.Series) -> float:
+    """Bars per year of the calendar inferred from the timestamps (``infer_calendar``): 8766 for
+    hourly crypto, 252 for daily equities. It does not count rows, so holes do not shrink it."""
+    return calendar_bars_per_year(timestamps, infer_calendar(timestamps))
+
+
+@dataclass(frozen=True)
+class Annualization:
+    """How a sample is annualized: bars per year, the calendar it came from, the calendar bar
+    intervals the sample spans (24/7 only; None: take the rows as they are) and its span in years."""
+
+    bars_per_year: float
+    calendar: str
+    periods: int | None
+    years: float
+
+
+def annualization(timestamps: pl.Series, config: BacktestConfig) -> Annualization:
+    """``config.bars_per_year`` if set (rows taken as they are), else the calendar's (see module doc)."""
+    years = span_years(timestamps)
+    if config.bars_per_year is not None:
+        if not math.isfinite(years):  # timestamps that are not times: the rows are the calendar
+            years = (timestamps.len() - 1) / config.bars_per_year
+        return Annualization(config.bars_per_year, "config", None, years)
+    calendar = config.calendar or infer_calendar(timestamps)
+    bpy = calendar_bars_per_year(timestamps, calendar)
+    periods = None
+    if calendar == "24/7":
+        periods = max(timestamps.len() - 1, round(years * bpy))
+    return Annualization(bpy, calendar, periods, years)
 
 
 def executed_weights(target: np.ndarray, n: int, config: BacktestConfig) -> np.ndarray:
@@ -226,7 +318,8 @@ def run_backtest(
     config = config or BacktestConfig()
     ohlc = ohlc_arrays(candles)
     n = ohlc.close.size
-    bpy = config.bars_per_year or infer_bars_per_year(ohlc.timestamp)
+    ann = annualization(ohlc.timestamp, config)
+    bpy = ann.bars_per_year
     held = executed_weights(target_position, n, config)
     fill_price = ohlc.open if config.fill == "next_open" else ohlc.close
     bar = np.flatnonzero(np.diff(held, prepend=0.0) != 0)
@@ -258,7 +351,15 @@ def run_backtest(
     trades = _trade_list(ohlc, bar, price, w, before, drift, units_at_fill, equity[-1], c)
     pnl = trades["pnl"].to_numpy()
     metrics = all_metrics(
-        equity, position, pnl, trades["return"].to_numpy(), np.zeros(pnl.size, dtype=np.int64), e0, bpy
+        equity,
+        position,
+        pnl,
+        trades["return"].to_numpy(),
+        np.zeros(pnl.size, dtype=np.int64),
+        e0,
+        bpy,
+        years=ann.years,
+        periods=ann.periods,
     )
     curve = pl.DataFrame({"timestamp": ohlc.timestamp, "equity": equity, "position": position, "units": units})
     return BacktestResult(
@@ -268,6 +369,8 @@ def run_backtest(
         config=config,
         bars_per_year=bpy,
         name=name,
+        calendar=ann.calendar,
+        years=ann.years,
     )
 
 

@@ -17,9 +17,9 @@ import polars as pl
 
 from cyber_pipelines.backtest.engine import (
     BacktestConfig,
+    annualization,
     executed_weights,
     fill_cost_factor,
-    infer_bars_per_year,
     ohlc_arrays,
 )
 from cyber_pipelines.backtest.metrics import METRIC_NAMES, all_metrics
@@ -82,7 +82,14 @@ SMA_RULES = {"cross": sma_cross_targets, "above": sma_above_targets}
 
 
 def _grid_chunk(
-    fill_price: np.ndarray, close: np.ndarray, weights: np.ndarray, c: float, e0: float, bpy: float
+    fill_price: np.ndarray,
+    close: np.ndarray,
+    weights: np.ndarray,
+    c: float,
+    e0: float,
+    bpy: float,
+    years: float | None = None,
+    periods: int | None = None,
 ) -> dict[str, np.ndarray]:
     n, m = weights.shape
     prev_w = np.empty_like(weights)
@@ -118,7 +125,7 @@ def _grid_chunk(
     pnl = exit_eq[np.argsort(exit_run, kind="stable")] - closed[start]
     notional = np.abs(w[start]) * after[bar[start], run[start]]
     ret = pnl / np.where(notional > 0, notional, np.inf)
-    return all_metrics(equity, weights, pnl, ret, run[start], e0, bpy)
+    return all_metrics(equity, weights, pnl, ret, run[start], e0, bpy, years=years, periods=periods)
 
 
 def backtest_grid(
@@ -127,8 +134,13 @@ def backtest_grid(
     targets: np.ndarray,
     config: BacktestConfig,
     bars_per_year: float,
+    *,
+    years: float | None = None,
+    periods: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Metrics (name -> one value per column) of every target-position column (bars x runs)."""
+    """Metrics (name -> one value per column) of every target-position column (bars x runs).
+
+    ``years`` and ``periods`` as in ``metrics.equity_metrics`` (``engine.annualization`` gives them)."""
     if config.stop_loss is not None:
         raise ValueError("stop_loss is path-dependent: run those backtests with engine.run_backtest")
     targets = np.asarray(targets, dtype=float)
@@ -137,8 +149,9 @@ def backtest_grid(
     n = close.size
     weights = executed_weights(targets, n, config)
     fill_price = open_ if config.fill == "next_open" else close
+    c, e0 = config.cost_rate, config.initial_cash
     parts = [
-        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], config.cost_rate, config.initial_cash, bars_per_year)
+        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], c, e0, bars_per_year, years, periods)
         for i in range(0, weights.shape[1], _CHUNK)
     ]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}
@@ -157,7 +170,8 @@ def sweep_sma_cross(
     above the slow one (``SmaAbove``).
 
     ``data`` is a candle frame (timestamp, open, high, low, close) or a mapping with ``open`` and
-    ``close`` arrays (then ``config.bars_per_year`` is required). Returns one row per pair:
+    ``close`` arrays (then ``config.bars_per_year`` is required, and CAGR takes ``(n - 1) /
+    bars_per_year`` years). A frame is annualized like ``engine.run_backtest``. Returns one row per pair:
     fast, slow and every metric of ``metrics.METRIC_NAMES``.
     """
     config = config or BacktestConfig()
@@ -167,7 +181,8 @@ def sweep_sma_cross(
     if isinstance(data, pl.DataFrame):
         ohlc = ohlc_arrays(data)
         open_, close = ohlc.open, ohlc.close
-        bpy = config.bars_per_year or infer_bars_per_year(ohlc.timestamp)
+        ann = annualization(ohlc.timestamp, config)
+        bpy, years, periods = ann.bars_per_year, ann.years, ann.periods
     else:
         open_ = np.asarray(data["open"], dtype=float)
         close = np.asarray(data["close"], dtype=float)
@@ -178,7 +193,7 @@ def sweep_sma_cross(
             raise ValueError("open and close must be finite and > 0")
         if config.bars_per_year is None:
             raise ValueError("with bare arrays, set config.bars_per_year (no timestamps to infer it)")
-        bpy = config.bars_per_year
+        bpy, years, periods = config.bars_per_year, None, None
     pairs = [(f, s) for f in sorted(set(fast_values)) for s in sorted(set(slow_values)) if f < s]
     if not pairs:
         raise ValueError("no (fast, slow) pair with fast < slow in the grid")
@@ -190,7 +205,7 @@ def sweep_sma_cross(
     metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
     for i in range(0, len(pairs), _CHUNK):  # build targets per chunk to bound memory
         targets = make_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
-        part = backtest_grid(open_, close, targets, config, bpy)
+        part = backtest_grid(open_, close, targets, config, bpy, years=years, periods=periods)
         for name in METRIC_NAMES:
             metrics[name].append(part[name])
     return pl.DataFrame(
