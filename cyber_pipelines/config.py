@@ -7,21 +7,31 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from cyber_pipelines.github.activity import validate_repo_map
 from cyber_pipelines.keys import normalize_pair
 from cyber_pipelines.storage import MARKET_SOURCES
+from cyber_pipelines.synthetic import settings as synthetic_defaults
 
 _DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 
 
 @dataclass(frozen=True)
 class SyntheticSettings:
-    seed: int = 7
-    effect_size: float = 1.0
-    lag_hours: int = 6
+    """The ``synthetic:`` block: the simulators' settings (rules and meanings in ``synthetic.settings``)."""
+
+    seed: int = synthetic_defaults.SEED
+    effect_size: float = synthetic_defaults.EFFECT_SIZE
+    lag_hours: int = synthetic_defaults.LAG_HOURS
+    effect_sign: int = synthetic_defaults.EFFECT_SIGN
+    factor_correlation: float = synthetic_defaults.FACTOR_CORRELATION
+    weekend_vol: float = synthetic_defaults.WEEKEND_VOL
+    intraday_vol: float = synthetic_defaults.INTRADAY_VOL
+    long_memory: float = synthetic_defaults.LONG_MEMORY
+    weekend_activity: float = synthetic_defaults.WEEKEND_ACTIVITY
 
 
 @dataclass(frozen=True)
@@ -33,25 +43,37 @@ class Settings:
     repos: dict[str, list[str]] = field(default_factory=dict)  # owner/name -> asset symbols
 
 
+def _synthetic(raw: object, origin: str) -> SyntheticSettings:
+    """The ``synthetic:`` block, each key checked by the simulators' own rule."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"invalid pipeline config {origin}: synthetic must be a mapping of settings")
+    unknown = sorted(set(raw) - set(synthetic_defaults.NAMES), key=str)
+    if unknown:
+        raise ValueError(
+            f"invalid pipeline config {origin}: unknown setting synthetic.{unknown[0]} "
+            f"(expected one of {', '.join(synthetic_defaults.NAMES)})"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            number = synthetic_defaults.check_setting(name, value)
+        except ValueError as exc:
+            raise ValueError(f"invalid pipeline config {origin}: synthetic.{exc}") from None
+        values[name] = int(number) if name in ("seed", "lag_hours", "effect_sign") else number
+    return SyntheticSettings(**values)
+
+
 def _parse(raw: dict, origin: str) -> Settings:
+    synth = _synthetic(raw.get("synthetic") or {}, origin)
     try:
         start = date.fromisoformat(str(raw["start_date"]))
         pairs = tuple(normalize_pair(p) for p in raw["pairs"])
-        synth = SyntheticSettings(**(raw.get("synthetic") or {}))
         gap = float((raw.get("quality") or {}).get("max_gap_ratio", 0.05))
         repos = validate_repo_map(raw.get("repos") or {})
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid pipeline config {origin}: {exc}") from exc
     if not pairs:
         raise ValueError(f"invalid pipeline config {origin}: 'pairs' is empty")
-    for name in ("seed", "lag_hours"):
-        value = getattr(synth, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"invalid pipeline config {origin}: synthetic.{name} must be an integer >= 0, got {value!r}"
-            )
-    if isinstance(synth.effect_size, bool) or not isinstance(synth.effect_size, int | float) or synth.effect_size < 0:
-        raise ValueError(f"invalid pipeline config {origin}: synthetic.effect_size must be a number >= 0")
     if not 0 <= gap < 1:
         raise ValueError(f"invalid pipeline config {origin}: max_gap_ratio must be in [0, 1)")
     return Settings(start_date=start, pairs=pairs, synthetic=synth, max_gap_ratio=gap, repos=repos)

@@ -76,6 +76,11 @@ class MarketDataResource(dg.ConfigurableResource):
                 effect_size=synth.effect_size,
                 lag_hours=synth.lag_hours,
                 origin=settings.start_date,
+                effect_sign=synth.effect_sign,
+                factor_correlation=synth.factor_correlation,
+                weekend_vol=synth.weekend_vol,
+                intraday_vol=synth.intraday_vol,
+                long_memory=synth.long_memory,
             )
             return split_days(candles, days)
         if source == "landing":
@@ -153,7 +158,13 @@ class GitHubResource(dg.ConfigurableResource):
             if not assets:
                 raise ValueError(f"{repo} is not in the pipeline config's repos; synthetic activity needs its assets")
             commits = simulate_commits(
-                repo, assets, day, seed=synth.seed, origin=settings.start_date, lag_hours=synth.lag_hours
+                repo,
+                assets,
+                day,
+                seed=synth.seed,
+                origin=settings.start_date,
+                lag_hours=synth.lag_hours,
+                weekend_activity=synth.weekend_activity,
             )
             issues, stars = simulate_repo_snapshot(repo, day, seed=synth.seed, origin=settings.start_date)
             return build_activity(repo, day, commits, issues, stars)

@@ -1,7 +1,9 @@
 """Seeded synthetic GitHub and moat activity that spikes at the asset bursts driving the market effect.
 
 Each day is drawn from its own stream keyed by (seed, repo or asset, day), so any day can be generated
-alone; bursts come from ``bursts.py`` with the same seed and origin as the synthetic market.
+alone; bursts come from ``bursts.py`` with the same seed and origin as the synthetic market. Work has a
+weekly cycle: on Saturdays and Sundays (UTC) the baseline rates are ``weekend_activity`` times the
+weekday rates (bursts, the planted cause, keep their own schedule).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cyber_pipelines.synthetic.bursts import (
     epoch_hour,
     rng_for,
 )
+from cyber_pipelines.synthetic.settings import WEEKEND_ACTIVITY, check_setting
 
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _SYLLABLES = (
@@ -61,7 +64,6 @@ class RepoProfile:
     """Activity pattern of one synthetic repository (derived from its name and the seed)."""
 
     commits_per_day: float  # weekday baseline
-    weekend_factor: float
     utc_offset: int  # the core team's time zone
     spike_commits: float  # extra commits (mean) in a burst hour
     authors: tuple[str, ...]  # the first ``core`` are core developers
@@ -105,7 +107,6 @@ def repo_profile(repo: str, seed: int) -> RepoProfile:
     weights = np.concatenate([core_w / core_w.sum() * 0.7, tail_w / tail_w.sum() * 0.3])
     return RepoProfile(
         commits_per_day=float(np.clip(rng.lognormal(math.log(8.0), 0.6), 1.5, 40.0)),
-        weekend_factor=float(rng.uniform(0.25, 0.6)),
         utc_offset=int(rng.integers(-8, 10)),
         spike_commits=float(rng.uniform(8.0, 16.0)),
         authors=tuple(names),
@@ -131,11 +132,19 @@ def _bursts_on(asset: str, seed: int, origin: date, first: datetime, hours: int)
 
 
 def simulate_commits(
-    repo: str, assets: list[str], day: date, *, seed: int, origin: date, lag_hours: int
+    repo: str,
+    assets: list[str],
+    day: date,
+    *,
+    seed: int,
+    origin: date,
+    lag_hours: int,
+    weekend_activity: float = WEEKEND_ACTIVITY,
 ) -> list[tuple[datetime, str]]:
     """Commit events ``(UTC timestamp, author login)`` of ``repo`` on ``day``, sorted by time.
 
-    A seasonal Poisson baseline plus a spike (mostly core developers) in the hour of each burst of the
+    A seasonal Poisson baseline (a working-day bump in the team's time zone, ``weekend_activity`` times
+    the weekday rate at weekends) plus a spike (mostly core developers) in the hour of each burst of the
     primary asset ``assets[0]``. ``lag_hours`` is the market's lag behind the spike; it is validated
     for consistency with the market call but does not move the commits.
     """
@@ -145,12 +154,12 @@ def simulate_commits(
     for asset in assets:
         check_asset(asset)
     _check_day(day, origin)
-    if isinstance(lag_hours, bool) or not isinstance(lag_hours, int) or lag_hours < 0:
-        raise ValueError(f"lag_hours must be an integer >= 0, got {lag_hours!r}")
+    check_setting("lag_hours", lag_hours)
+    weekend = check_setting("weekend_activity", weekend_activity)
     profile = repo_profile(repo, check_seed(seed))
     day_start = as_utc(day)
     rng = rng_for(seed, "commits", repo, day.isoformat())
-    per_day = profile.commits_per_day * (profile.weekend_factor if day.weekday() >= 5 else 1.0)
+    per_day = profile.commits_per_day * (weekend if day.weekday() >= 5 else 1.0)
     counts = rng.poisson(per_day * _hour_profile(profile.utc_offset))
     spike_hours = (_bursts_on(assets[0], seed, origin, day_start, 24) - epoch_hour(day_start)).tolist()
     spikes = np.zeros(24, dtype=np.int64)
@@ -183,18 +192,23 @@ def simulate_repo_snapshot(repo: str, day: date, *, seed: int, origin: date) -> 
     return round(profile.issues_level * math.exp(log_swing)), stars
 
 
-def simulate_moat_records(assets: list[str], day: date, *, seed: int, origin: date) -> pl.DataFrame:
+def simulate_moat_records(
+    assets: list[str], day: date, *, seed: int, origin: date, weekend_activity: float = WEEKEND_ACTIVITY
+) -> pl.DataFrame:
     """Synthetic moat observations published on ``day`` for ``assets`` in ``MOAT_SCHEMA``.
 
     - corporate/announcements, hourly: announcements in the hour ending at the timestamp (spikes in
-      the hour of an asset burst);
-    - government/filings, daily at 06:00: filings of the previous day (more on burst days);
-    - logistics/shipments, daily at 12:00: shipments of the previous day (raised on burst days).
+      the hour of an asset burst; the baseline rate is ``weekend_activity`` times lower at weekends);
+    - government/filings, daily at 06:00: filings of the previous day (more on burst days, the
+      baseline ``weekend_activity`` times lower for a weekend day);
+    - logistics/shipments, daily at 12:00: shipments of the previous day (raised on burst days; 0.7
+      times the weekday level for a weekend day: freight runs on weekends too).
     """
     if not assets:
         raise ValueError("no assets given for the moat records")
     _check_day(day, origin)
     check_seed(seed)
+    weekend = check_setting("weekend_activity", weekend_activity)
     day_start = as_utc(day)
     rows: list[tuple[datetime, str, str, str, float]] = []
     for asset in sorted(set(map(check_asset, assets))):
@@ -207,7 +221,9 @@ def simulate_moat_records(assets: list[str], day: date, *, seed: int, origin: da
         in_hour = np.zeros(24, dtype=np.int64)
         burst_idx = _bursts_on(asset, seed, origin, window, 24) - epoch_hour(window)
         in_hour[burst_idx] = 2 + rng.poisson(3.0, burst_idx.size)
-        counts = rng.poisson(announce_rate, 24) + in_hour
+        hour_days = [(window + timedelta(hours=h)).weekday() for h in range(24)]
+        rates = announce_rate * np.where(np.array(hour_days) >= 5, weekend, 1.0)
+        counts = rng.poisson(rates) + in_hour
         rows += [
             (day_start + timedelta(hours=h), "corporate", asset, "announcements", float(c))
             for h, c in enumerate(counts.tolist())
@@ -215,9 +231,10 @@ def simulate_moat_records(assets: list[str], day: date, *, seed: int, origin: da
         # Daily feeds about the previous day (nothing of it before the origin).
         yesterday = day - timedelta(days=1)
         n_bursts = _bursts_on(asset, seed, origin, as_utc(yesterday), 24).size
-        filings = rng.poisson(filings_rate) + (rng.poisson(2.0, n_bursts) + 1).sum()
-        weekday = 0.7 if yesterday.weekday() >= 5 else 1.0
-        shipped = shipments * weekday * rng.lognormal(0.0, 0.1) * (1.0 + 0.3 * n_bursts)
+        was_weekend = yesterday.weekday() >= 5
+        filings = rng.poisson(filings_rate * (weekend if was_weekend else 1.0)) + (rng.poisson(2.0, n_bursts) + 1).sum()
+        freight = 0.7 if was_weekend else 1.0
+        shipped = shipments * freight * rng.lognormal(0.0, 0.1) * (1.0 + 0.3 * n_bursts)
         rows.append((day_start + timedelta(hours=6), "government", asset, "filings", float(filings)))
         rows.append((day_start + timedelta(hours=12), "logistics", asset, "shipments", round(shipped, 1)))
     frame = pl.DataFrame(rows, schema=MOAT_SCHEMA, orient="row")
