@@ -350,3 +350,74 @@ def test_bad_input_is_rejected():
         features(candles, pl.DataFrame(schema=ACTIVITY_SCHEMA), moat, publication_lag=-H)
     with pytest.raises(ValueError, match="score_window"):
         features(candles, pl.DataFrame(schema=ACTIVITY_SCHEMA), moat, score_window=1)
+
+
+def _days_of_activity(n_days: int, seed: int) -> tuple[pl.DataFrame, dict]:
+    """``n_days`` of stored hourly activity of one repo (random commit hours and authors), and the log."""
+    from datetime import date
+
+    from cyber_pipelines.github.activity import build_activity
+
+    rng = np.random.default_rng(seed)
+    frames, log = [], {}
+    for i in range(n_days):
+        day = date(2024, 3, 1) + timedelta(days=i)
+        hours = rng.integers(0, 24, size=int(rng.integers(1, 12)))
+        commits = [
+            (datetime(day.year, day.month, day.day, int(h), tzinfo=UTC), f"dev{rng.integers(0, 30)}") for h in hours
+        ]
+        log[day] = commits
+        frames.append(build_activity("o/r", day, commits, open_issues=int(rng.integers(0, 9)), stars=10 + i))
+    return pl.concat(frames), log
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_day_metrics_are_visible_only_after_their_day_ends_plus_the_lag(seed):
+    from cyber_pipelines.github.activity import DAY_METRICS, DAY_METRICS_LAG, point_in_time_activity
+
+    stored, log = _days_of_activity(6, seed)
+    pit = point_in_time_activity(stored)
+    assert pit.height == stored.height and timedelta(hours=1) == DAY_METRICS_LAG
+    # hourly counts stay at their commit hour
+    assert pit["commits"].to_list() == stored["commits"].to_list()
+    assert pit["authors"].to_list() == stored["authors"].to_list()
+    for row in pit.iter_rows(named=True):
+        ts, shown = row["timestamp"], row["day_metrics_date"]
+        today = ts.date()
+        # never day D's metrics on a row of day D: D-1's from 01:00, D-2's at 00:00
+        expected = today - timedelta(days=1 if ts.hour >= 1 else 2)
+        assert shown == (expected if expected in log else None)
+        if shown is None:
+            assert all(row[c] is None for c in DAY_METRICS)
+            continue
+        assert shown < today  # so contributors at 00:00 never counts an author who commits later that day
+        assert row["contributors"] == len({a for _, a in log[shown]})
+        source = stored.filter(pl.col("timestamp").dt.date() == shown).row(0, named=True)
+        assert all(row[c] == source[c] for c in DAY_METRICS)
+
+
+def test_day_metrics_with_no_lag_show_the_previous_day_from_midnight():
+    from cyber_pipelines.github.activity import point_in_time_activity
+
+    stored, _ = _days_of_activity(3, seed=4)
+    pit = point_in_time_activity(stored, lag=timedelta(0))
+    midnight = pit.filter(pl.col("timestamp").dt.hour() == 0)
+    assert midnight["day_metrics_date"].to_list() == [None, *stored["timestamp"].dt.date().unique().sort()[:2]]
+    with pytest.raises(ValueError, match="lag"):
+        point_in_time_activity(stored, lag=timedelta(hours=-1))
+
+
+def test_stored_day_metrics_would_leak_and_the_point_in_time_view_does_not():
+    """The finding it fixes: the stored row at 00:00 already counts the day's later authors."""
+    from cyber_pipelines.github.activity import point_in_time_activity
+
+    stored, log = _days_of_activity(4, seed=7)
+    pit = point_in_time_activity(stored)
+    leaks = 0
+    for day, commits in log.items():
+        at_midnight = stored.filter(pl.col("timestamp") == datetime(day.year, day.month, day.day, tzinfo=UTC))
+        authors_later = {a for t, a in commits if t.hour >= 1}
+        leaks += at_midnight["contributors"][0] == len({a for _, a in commits}) and bool(authors_later)
+        shown = pit.filter(pl.col("timestamp").dt.date() == day)["day_metrics_date"].drop_nulls()
+        assert (shown < day).all()
+    assert leaks >= 3

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from cyber_pipelines.features.cross_source import repos_for_asset
-from cyber_pipelines.github.activity import repo_to_key
+from cyber_pipelines.github.activity import point_in_time_activity, repo_to_key
 from cyber_pipelines.github.schema import ACTIVITY_SCHEMA
 from cyber_pipelines.keys import pair_base, pair_to_key
 from cyber_pipelines.moat.schema import MOAT_SCHEMA
@@ -31,7 +31,7 @@ class PairInputs:
     github_source: str
     moat_source: str
     candles: pl.DataFrame
-    activity: pl.DataFrame
+    activity: pl.DataFrame  # point in time: day metrics as published by each hour (point_in_time_activity)
     moat: pl.DataFrame
     repos: list[str]
     repos_missing: list[str]  # mapped repos with no stored activity
@@ -55,7 +55,8 @@ def _scan_or_empty(store: TableStore, source: str, table: str, schema: dict, *di
 
 
 def load_pair_inputs(store: TableStore, market_source: str, pair: str) -> PairInputs:
-    """Every stored day of the pair's candles, plus activity of the repos that inform its base asset."""
+    """Every stored day of the pair's candles, plus activity of the repos that inform its base asset
+    (point in time: a day's contributors, novelty, ... show only from its end plus the publication lag)."""
     github_source, moat_source = companion_sources(market_source)
     candles = store.scan(market_source, "ohlcv", pair_to_key(pair)).collect().sort("timestamp")
     repos = repos_for_asset(pair_base(pair))
@@ -64,6 +65,6 @@ def load_pair_inputs(store: TableStore, market_source: str, pair: str) -> PairIn
         for repo in repos
     }
     missing = [repo for repo, frame in per_repo.items() if frame.is_empty()]
-    activity = pl.concat([pl.DataFrame(schema=ACTIVITY_SCHEMA), *per_repo.values()])
+    activity = point_in_time_activity(pl.concat([pl.DataFrame(schema=ACTIVITY_SCHEMA), *per_repo.values()]))
     moat = _scan_or_empty(store, moat_source, "moat", MOAT_SCHEMA)
     return PairInputs(pair, market_source, github_source, moat_source, candles, activity, moat, repos, missing)

@@ -7,6 +7,15 @@ Day-level metrics (repeated on every hourly row):
   instead of ``ln(x)`` and the floor of one open issue keep it finite and >= 0 for zero commits or zero
   open issues (a day without commits scores 0; a repo without open issues is divided by 1);
 * ``novelty = commits_day / contributors``, 0 on a day without contributors.
+
+Point in time: a stored row holds its day's totals, which are only known once the day is over, so
+``contributors`` at 00:00 would count authors who commit later that day. The stored table is the
+day's record; every reader that lines activity up with time goes through ``point_in_time_activity``,
+which keeps the hourly counts (``commits``, ``authors``) at their commit hour and shows on each row
+the day metrics (``DAY_METRICS``) of the last day published by then: a day is published
+``DAY_METRICS_LAG`` (1 hour) after it ends at midnight UTC, the time its partition is fetched and
+audited. So day D's metrics appear at 01:00 of D+1; the rows of D show D-1's from 01:00 (D-2's at
+00:00), never D's.
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ _OWNER = re.compile(r"^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,12}$")
 _KEY_SEP = "__"
+
+# day-level columns (one value per repo and day, repeated on its hourly rows) and when they publish
+DAY_METRICS = ("contributors", "open_issues", "stars", "dependency_entropy", "novelty")
+DAY_METRICS_LAG = timedelta(hours=1)  # after the day's end (midnight UTC): fetch + audit of the partition
 
 
 def _check_repo(repo: str) -> tuple[str, str]:
@@ -125,4 +138,37 @@ def build_activity(
         )
         .select([pl.col(name).cast(dtype) for name, dtype in ACTIVITY_SCHEMA.items()])
         .sort("timestamp")
+    )
+
+
+def point_in_time_activity(activity: pl.DataFrame, lag: timedelta = DAY_METRICS_LAG) -> pl.DataFrame:
+    """Hourly activity with each row's day metrics replaced by what was published by its start.
+
+    ``commits`` and ``authors`` stay at their commit hour. ``DAY_METRICS`` on a row starting at ``t``
+    are those of the repo's latest day ``d`` with ``end(d) + lag <= t`` (null before the first such
+    day; a missing day keeps the previous day's values, stale but never early); ``day_metrics_date``
+    says which day they describe. See the module docstring.
+    """
+    if lag < timedelta(0):
+        raise ValueError(f"the publication lag must be >= 0, got {lag}")
+    missing = [c for c in ("timestamp", "repo", *DAY_METRICS) if c not in activity.columns]
+    if missing:
+        raise ValueError(f"activity is missing columns {missing}; have {activity.columns}")
+    ts_type = activity.schema["timestamp"]
+    days = (
+        activity.group_by("repo", pl.col("timestamp").dt.date().alias("day_metrics_date"))
+        .agg(pl.col(list(DAY_METRICS)).first())
+        .with_columns(published_at=(pl.col("day_metrics_date").cast(ts_type) + pl.duration(days=1) + lag).cast(ts_type))
+        .sort("published_at")
+    )
+    order = [*activity.columns, "day_metrics_date"]
+    return (
+        activity.drop(list(DAY_METRICS))
+        .with_row_index("_row")
+        .sort("timestamp")
+        .join_asof(
+            days, left_on="timestamp", right_on="published_at", by="repo", strategy="backward", check_sortedness=False
+        )  # both sides are sorted by time above; polars cannot check that within the "by" groups
+        .sort("_row")
+        .select(order)
     )
