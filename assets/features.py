@@ -8,15 +8,24 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.batch import blocking_check_specs
+from assets.batch import blocking_check_specs, latest_metadata
 from assets.github import github_activity
 from assets.market import latest_pair_source, ohlcv_candles
 from assets.moat import moat_records
-from assets.partitions import pair_partitions
+from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.features.cross_source import CROSS_SOURCE_COLUMNS, build_feature_table
 from cyber_pipelines.features.indicators import WARMUP_BARS
 from cyber_pipelines.features.inputs import PairInputs, load_pair_inputs
-from cyber_pipelines.features.leadlag import lead_lag_for_pair, leadlag_markdown, leadlag_plot_png
+from cyber_pipelines.features.leadlag import (
+    DEFAULT_ALPHA,
+    SeriesTooShort,
+    holm_across_pairs,
+    lead_lag_for_pair,
+    leadlag_markdown,
+    leadlag_method,
+    leadlag_plot_png,
+    pairs_markdown,
+)
 from cyber_pipelines.keys import key_to_pair, pair_base, pair_to_key
 from cyber_pipelines.quality.checks import FEATURES_CHECKS
 from cyber_pipelines.report import markdown_table
@@ -24,7 +33,8 @@ from cyber_pipelines.resources import MarketDataResource, StorageResource
 from cyber_pipelines.storage import TableStore, content_hash
 
 FEATURES_CODE_VERSION = "features-1"
-LEADLAG_CODE_VERSION = "leadlag-1"
+LEADLAG_CODE_VERSION = "leadlag-2"  # 2: hour-of-week means removed, whole weeks permuted
+LEADLAG_SUMMARY_CODE_VERSION = "leadlag-summary-1"
 
 # Run when upstream data changed and no upstream blocking check failed. The ingest checks are
 # partitioned like their assets (month x pair), so "failed" is per pair-month: a pair with a blocked
@@ -177,8 +187,9 @@ def pair_features(
     automation_condition=DEPS_UPDATED_AND_CHECKED,
     description=(
         "Does GitHub activity lead the pair's volatility? Correlation of hourly commits (repos that inform the "
-        "pair's base asset) with future hourly volatility at lags 0..48 h; p-values from 24-hour block "
-        "permutations with a max-|corr| family-wise correction over all lags."
+        "pair's base asset) with future hourly volatility at lags 0..48 h, after removing hour-of-week means "
+        "from both; p-values from permutations of whole weeks (168-hour blocks, so the weekly cycle stays "
+        "aligned in the null) with a max-|corr| family-wise correction over all lags. Needs 8 weeks of hours."
     ),
 )
 def lead_lag_report(
@@ -191,7 +202,10 @@ def lead_lag_report(
         return dg.MaterializeResult(
             metadata={"source": inputs.market_source, "status": f"not applicable: {why} {pair_base(inputs.pair)}"}
         )
-    result = lead_lag_for_pair(inputs.candles, inputs.activity, repos=inputs.repos)
+    try:
+        result = lead_lag_for_pair(inputs.candles, inputs.activity, repos=inputs.repos)
+    except SeriesTooShort as exc:
+        return dg.MaterializeResult(metadata={"source": inputs.market_source, "status": f"not applicable: {exc}"})
     table = result.table()
     path = store.write(table, inputs.market_source, "leadlag", pair_to_key(inputs.pair))
     return dg.MaterializeResult(
@@ -203,8 +217,64 @@ def lead_lag_report(
             "best_p_adjusted": float(result.best_p),
             "significant": bool(result.significant),
             "n_obs": int(result.n_obs),
+            "method": leadlag_method(result),
             "report": dg.MetadataValue.md(leadlag_markdown(result)),
             "plot": png_markdown(leadlag_plot_png(result), "lead-lag correlation by lag"),
             "path": dg.MetadataValue.path(str(path)),
+        },
+    )
+
+
+class LeadLagSummaryConfig(dg.Config):
+    source: str = Field(
+        default="", description="market source whose lead-lag reports to adjust; empty: that of the latest report"
+    )
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1, description="family-wise error rate over the pairs")
+
+
+@dg.asset(
+    deps=[dg.AssetDep(lead_lag_report, partition_mapping=dg.AllPartitionMapping())],
+    group_name="features",
+    kinds={"numpy", "polars"},
+    code_version=LEADLAG_SUMMARY_CODE_VERSION,
+    automation_condition=DEPS_UPDATED_AND_CHECKED,
+    description=(
+        "The pairs' lead-lag tests as one family: each pair's best lag, corr and raw p-value (already adjusted "
+        "over its lags) from its stored lead-lag table, and the Holm-adjusted p-value across all pairs tested "
+        "from the same market source, with a verdict per pair. Pairs not tested are listed with the reason."
+    ),
+)
+def lead_lag_summary(
+    context: dg.AssetExecutionContext, config: LeadLagSummaryConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    store = storage.store()
+    pair_keys = sorted(context.instance.get_dynamic_partitions(PAIRS))
+    latest = {k: latest_metadata(context.instance, lead_lag_report.key, [k]) or {} for k in pair_keys}
+    source = config.source or str((latest_metadata(context.instance, lead_lag_report.key) or {}).get("source") or "")
+    if not source:
+        raise dg.Failure("no lead_lag_report materialization yet: materialize at least one pair's report first")
+    tables: dict[str, pl.DataFrame] = {}
+    untested: dict[str, str] = {}
+    for key, meta in latest.items():
+        if not meta:
+            untested[key] = "no lead-lag report yet"
+        elif meta.get("source") != source:
+            untested[key] = f"latest report is from source {meta.get('source')!r}"
+        elif "best_lag_hours" not in meta or not store.exists(source, "leadlag", key):
+            untested[key] = str(meta.get("status", "no stored lead-lag table"))
+        else:
+            tables[key] = store.read(source, "leadlag", key)
+    summary = holm_across_pairs(tables, alpha=config.alpha)
+    significant = summary.filter(pl.col("verdict") == "significant")["pair"].to_list()
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(content_hash(summary)),
+        metadata={
+            "source": source,
+            "alpha": config.alpha,
+            "n_pairs_tested": summary.height,
+            "n_significant": len(significant),
+            "significant_pairs": ", ".join(significant) or "none",
+            "pairs_untested": ", ".join(untested) or "none",
+            "summary": dg.MetadataValue.md(pairs_markdown(summary, config.alpha, untested)),
         },
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.backtests import backtest_results, strategy_comparison
-from assets.features import lead_lag_report, pair_features
+from assets.features import lead_lag_report, lead_lag_summary, pair_features
 from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
@@ -35,6 +35,12 @@ features_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(pair_features, lead_lag_report),
     partitions_def=pair_partitions,
     description="Rebuild one pair's feature table (with its blocking checks) and its lead-lag report.",
+)
+
+leadlag_summary_job = dg.define_asset_job(
+    "summarize_lead_lag",
+    selection=dg.AssetSelection.assets(lead_lag_summary),
+    description="Adjust the pairs' latest lead-lag tests for multiple testing (Holm across the pairs).",
 )
 
 backtests_job = dg.define_asset_job(

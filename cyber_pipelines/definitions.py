@@ -5,13 +5,14 @@ import os
 import dagster as dg
 
 from assets.backtests import backtest_results, strategy_comparison
-from assets.features import lead_lag_report, pair_features
+from assets.features import lead_lag_report, lead_lag_summary, pair_features
 from assets.github import github_activity
 from assets.jobs import (
     backtests_job,
     comparison_job,
     features_job,
     github_ingest_job,
+    leadlag_summary_job,
     market_ingest_job,
     moat_ingest_job,
 )
@@ -38,10 +39,19 @@ defs = dg.Definitions(
         moat_records,
         pair_features,
         lead_lag_report,
+        lead_lag_summary,
         backtest_results,
         strategy_comparison,
     ],
-    jobs=[market_ingest_job, github_ingest_job, moat_ingest_job, features_job, backtests_job, comparison_job],
+    jobs=[
+        market_ingest_job,
+        github_ingest_job,
+        moat_ingest_job,
+        features_job,
+        leadlag_summary_job,
+        backtests_job,
+        comparison_job,
+    ],
     schedules=nightly_schedules,
     sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor, automation_sensor],
     resources={

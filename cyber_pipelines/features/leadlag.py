@@ -1,25 +1,50 @@
-"""Does activity lead volatility? Lagged correlations with a block-permutation max-statistic test.
+"""Does activity lead volatility? Lagged correlations with a calendar-preserving permutation test.
 
 For each lag ``L`` in ``0..max_lag`` the Pearson correlation of ``activity[t]`` with
-``volatility[t + L]`` (over the ``n - L`` overlapping points). Significance:
+``volatility[t + L]`` (over the ``n - L`` overlapping points), both on one complete hourly grid.
 
-* Null hypothesis: activity and volatility are independent. Each null sample permutes whole blocks
-  of ``block_len`` consecutive activity values (the tail of ``n % block_len`` values stays in place):
-  the autocorrelation of activity within a block and all of the volatility series are kept, only the
-  alignment between the two is broken. With hourly data and 24-hour blocks starting at midnight the
-  blocks are days, so a shared daily cycle is kept in the null too and does not count as a lead.
+* Calendar first: hour-of-week means (position ``t mod 168`` of the grid) are removed from both
+  series. Markets and commit streams share a weekly cycle (quiet weekends, an intraday profile); left
+  in, that cycle correlates the two series at every lag and swamps a real lead.
+* Null hypothesis: activity and volatility are independent beyond the calendar. Each null sample
+  permutes whole weeks of activity: blocks of ``block_len = 168`` consecutive hours from the start of
+  the grid, so every block starts at the same hour of week and the cycle stays aligned (the tail of
+  ``n % block_len`` values stays in place). The autocorrelation of activity within a week and all of
+  the volatility series are kept, only the alignment of the weeks is broken. At least ``MIN_BLOCKS``
+  blocks (8 weeks, 56 days); shorter series raise ``SeriesTooShort``.
 * Many lags: each null sample contributes the MAX |corr| over all lags; a lag's adjusted p-value is
   ``(1 + #{null max >= |corr|}) / (1 + n_boot)`` (a family-wise, single-step max-T correction).
 * ``significant``: the adjusted p-value of the best lag (largest |corr|) is ``<= alpha``.
+* Many pairs: ``holm_across_pairs`` adjusts the pairs' best-lag p-values (Holm 1979, valid under any
+  dependence between the pairs).
 
-All null samples are computed at once with matrix products (chunked to bound memory).
+Why both steps. Measured on ``weekly_series`` of ``tests/test_leadlag.py`` (90 days, weekend commits
+x0.4 and volatility x0.7, an intraday profile, alpha 0.05, 199 permutations), size over 1500 seeds
+without a lead, power over 200 seeds with a 9-hour lead of effect 0.5 (found = significant at lag 9-12):
+
+=====================================  ======  =====
+scheme                                 size    power
+=====================================  ======  =====
+24-hour blocks, raw (the old one)      92%*    0%
+168-hour blocks, raw                   5.3%    0%
+24-hour blocks, hour-of-week removed   7.9%    92%
+168-hour blocks, hour-of-week removed  5.3%    92%
+=====================================  ======  =====
+
+(* over 400 seeds.) Day blocks shuffle weekdays against weekends, so the shared cycle looks like a
+lead. Week blocks alone keep the size, but the cycle's correlation stays in the statistic and the
+null's maximum, and hides the lead. Removing the means alone leaves busy weekdays paired with quiet
+weekends in the null, whose noise follows the cycle too: liberal. Both together keep the size and the
+power. Removing the means commutes with permuting whole weeks, so the test is exact when weeks are
+exchangeable. ``arch``'s block bootstraps resample with replacement from random offsets, which breaks
+the hour-of-week alignment, so the permutation is written here with numpy (chunked matrix products).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +52,18 @@ import polars as pl
 
 from cyber_pipelines.features.cross_source import HOUR, infer_bar_length
 
+WEEK_HOURS = 168
 DEFAULT_MAX_LAG = 48
 DEFAULT_N_BOOT = 1000
-DEFAULT_BLOCK_LEN = 24
+DEFAULT_BLOCK_LEN = WEEK_HOURS
+DEFAULT_SEASON = WEEK_HOURS
 DEFAULT_ALPHA = 0.01
-MIN_BLOCKS = 8
+MIN_BLOCKS = 8  # 8! = 40320 orders of whole weeks: 56 days of hourly data at least
 _CHUNK = 256  # null samples per matrix product
+
+
+class SeriesTooShort(ValueError):
+    """The series holds fewer than ``MIN_BLOCKS`` blocks (or too few pairs at the largest lag)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +82,7 @@ class LeadLagResult:
     n_obs: int
     n_boot: int
     block_len: int
+    season: int  # period whose position means were removed first (168: hour of week); 0: none
 
     def table(self) -> pl.DataFrame:
         """One row per lag: ``lag``, ``corr``, ``p_adj``."""
@@ -69,6 +101,17 @@ def _as_array(values: np.ndarray | pl.Series, name: str) -> np.ndarray:
     if bad:
         raise ValueError(f"{name}: {bad} null/NaN/inf values; drop or fill them first")
     return arr
+
+
+def remove_seasonal_means(x: np.ndarray, period: int) -> np.ndarray:
+    """``x`` minus the mean of its position ``t mod period`` (hour of week for hourly data and 168)."""
+    slot = np.arange(x.size) % period
+    means = np.bincount(slot, weights=x, minlength=period) / np.bincount(slot, minlength=period)
+    return x - means[slot]
+
+
+def _flat(x: np.ndarray) -> bool:
+    return bool(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())))
 
 
 def _lagged_corr(a: np.ndarray, v: np.ndarray, max_lag: int) -> np.ndarray:
@@ -106,30 +149,35 @@ def lead_lag(
     *,
     n_boot: int = DEFAULT_N_BOOT,
     block_len: int = DEFAULT_BLOCK_LEN,
+    season: int = DEFAULT_SEASON,
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
 ) -> LeadLagResult:
     """Correlate ``activity[t]`` with ``volatility_proxy[t + lag]`` for lag 0..max_lag and test it.
 
-    Both series must be aligned on the same regular time grid (e.g. hours), equally long and finite.
+    Both series must be aligned on the same complete, regular grid (hours), equally long and finite.
+    ``season``: remove the means of each position mod ``season`` first (0: keep the raw series);
+    ``block_len``: the permuted blocks. Raises ``SeriesTooShort`` under ``MIN_BLOCKS`` blocks.
     """
     a = _as_array(activity, "activity")
     v = _as_array(volatility_proxy, "volatility_proxy")
     if a.size != v.size:
         raise ValueError(f"activity and volatility_proxy differ in length: {a.size} != {v.size}")
-    if max_lag < 0 or n_boot < 1 or block_len < 1 or not 0 < alpha < 1:
+    if max_lag < 0 or n_boot < 1 or block_len < 1 or season < 0 or not 0 < alpha < 1:
         raise ValueError(
-            f"need max_lag >= 0, n_boot >= 1, block_len >= 1, 0 < alpha < 1; got {max_lag}, {n_boot}, "
-            f"{block_len}, {alpha}"
+            f"need max_lag >= 0, n_boot >= 1, block_len >= 1, season >= 0, 0 < alpha < 1; got {max_lag}, "
+            f"{n_boot}, {block_len}, {season}, {alpha}"
         )
     n = a.size
     if n // block_len < MIN_BLOCKS or n - max_lag < 3:
-        raise ValueError(
+        raise SeriesTooShort(
             f"series too short: {n} points give {n // block_len} blocks of {block_len} "
             f"(need >= {MIN_BLOCKS}) and {n - max_lag} pairs at lag {max_lag}"
         )
-    if np.ptp(a) == 0 or np.ptp(v) == 0:
-        raise ValueError("activity or volatility_proxy is constant: correlation is undefined")
+    if season:
+        a, v = remove_seasonal_means(a, season), remove_seasonal_means(v, season)
+    if _flat(a) or _flat(v):
+        raise ValueError("activity or volatility_proxy is constant (after the seasonal means): no correlation")
     a = (a - a.mean()) / a.std()
     v = (v - v.mean()) / v.std()
     corr = _lagged_corr(a[None, :], v, max_lag)[0]
@@ -155,7 +203,84 @@ def lead_lag(
         n_obs=n,
         n_boot=n_boot,
         block_len=block_len,
+        season=season,
     )
+
+
+def holm(p_values: np.ndarray | Collection[float]) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th of m gets ``max_{j <= i} (m - j + 1) p_(j)``, capped at 1: family-wise
+    error control under any dependence between the tests."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p-values must be a 1-d array in [0, 1], got {p!r}")
+    order = np.argsort(p, kind="stable")
+    steps = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
+    adjusted = np.empty_like(p)
+    adjusted[order] = steps
+    return adjusted
+
+
+PAIRS_SCHEMA = {
+    "pair": pl.String,
+    "best_lag": pl.Int64,
+    "best_corr": pl.Float64,
+    "p_raw": pl.Float64,
+    "p_holm": pl.Float64,
+    "verdict": pl.String,
+}
+
+
+def holm_across_pairs(tables: Mapping[str, pl.DataFrame], alpha: float = DEFAULT_ALPHA) -> pl.DataFrame:
+    """One row per pair: its best lag, corr, raw p (adjusted over lags) and Holm p (over the pairs).
+
+    ``tables``: each pair's per-lag table (``LeadLagResult.table()``, or the stored copy of it). The best
+    lag is the one of largest |corr|; ``verdict`` is ``significant`` when the Holm p is ``<= alpha``,
+    ``raw only`` when only the raw p is, else ``not significant``. Sorted by raw p."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    best = []
+    for pair, table in tables.items():
+        missing = {"lag", "corr", "p_adj"} - set(table.columns)
+        if missing or table.is_empty():
+            raise ValueError(f"{pair}: not a lead-lag table (missing {sorted(missing)} or empty)")
+        row = table.row(int(np.argmax(np.abs(table["corr"].to_numpy()))), named=True)
+        best.append((pair, int(row["lag"]), float(row["corr"]), float(row["p_adj"])))
+    p_raw = np.array([b[3] for b in best])
+    frame = pl.DataFrame(
+        [(*b, float(h)) for b, h in zip(best, holm(p_raw), strict=True)],
+        schema={k: v for k, v in PAIRS_SCHEMA.items() if k != "verdict"},
+        orient="row",
+    )
+    verdict = (
+        pl.when(pl.col("p_holm") <= alpha)
+        .then(pl.lit("significant"))
+        .when(pl.col("p_raw") <= alpha)
+        .then(pl.lit("raw only"))
+        .otherwise(pl.lit("not significant"))
+    )
+    return frame.with_columns(verdict=verdict).sort("p_raw", "pair")
+
+
+def pairs_markdown(summary: pl.DataFrame, alpha: float, untested: Mapping[str, str] | None = None) -> str:
+    """The ``holm_across_pairs`` table in Markdown (pair / best lag / corr / raw p / Holm p / verdict),
+    then a row per pair not in the family with the reason (``untested``)."""
+    lines = [
+        f"Holm across {summary.height} pair(s) at alpha {alpha:g}; raw p is each pair's best-lag p-value "
+        "(adjusted over its lags), Holm p adjusts it over the pairs.",
+        "",
+        "| pair | best lag (h) | corr | raw p | Holm p | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in summary.iter_rows(named=True):
+        lines.append(
+            f"| {row['pair']} | {row['best_lag']} | {row['best_corr']:+.4f} | {row['p_raw']:.4f} "
+            f"| {row['p_holm']:.4f} | {row['verdict']} |"
+        )
+    for pair, why in (untested or {}).items():
+        lines.append(f"| {pair} | | | | | {why} |")
+    return "\n".join(lines)
 
 
 def parkinson_volatility() -> pl.Expr:
@@ -204,6 +329,7 @@ def lead_lag_for_pair(
     max_lag: int = DEFAULT_MAX_LAG,
     n_boot: int = DEFAULT_N_BOOT,
     block_len: int = DEFAULT_BLOCK_LEN,
+    season: int = DEFAULT_SEASON,
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
 ) -> LeadLagResult:
@@ -215,9 +341,17 @@ def lead_lag_for_pair(
         max_lag,
         n_boot=n_boot,
         block_len=block_len,
+        season=season,
         alpha=alpha,
         seed=seed,
     )
+
+
+def leadlag_method(result: LeadLagResult) -> str:
+    """How the p-values were made, in words (``hour-of-week means removed, 1000 permutations of ...``)."""
+    season = "hour-of-week" if result.season == WEEK_HOURS else f"position mod {result.season}"
+    removed = f"{season} means removed, " if result.season else "raw series, "
+    return f"{removed}{result.n_boot} permutations of {result.block_len}-hour blocks"
 
 
 def leadlag_markdown(result: LeadLagResult) -> str:
@@ -225,9 +359,8 @@ def leadlag_markdown(result: LeadLagResult) -> str:
     verdict = "significant" if result.significant else "not significant"
     lines = [
         f"Best lag **{result.best_lag} h**: corr {result.best_corr:+.3f}, adjusted p {result.best_p:.4f} "
-        f"({verdict} at alpha {result.alpha:g}; n = {result.n_obs}, {result.n_boot} block permutations "
-        f"of {result.block_len}, max-|corr| correction over {result.lags.size} lags; "
-        f"|corr| > {result.threshold:.3f} is significant, shown in bold).",
+        f"({verdict} at alpha {result.alpha:g}; n = {result.n_obs}, {leadlag_method(result)}, max-|corr| "
+        f"correction over {result.lags.size} lags; |corr| > {result.threshold:.3f} is significant, shown in bold).",
         "",
         "| lag (h) | corr | p_adj |",
         "|---:|---:|---:|",
