@@ -1,4 +1,5 @@
-"""Backtest layer: each pair's strategies against the TA baseline, and an equal-weight portfolio comparison."""
+"""Backtest layer: each pair's strategies walk-forward and out of sample against references that can
+lose, and an equal-weight portfolio of sub-accounts with one family of adjusted tests."""
 
 import hashlib
 from collections import Counter
@@ -11,28 +12,35 @@ from assets.batch import latest_metadata
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
 from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
-from cyber_pipelines.backtest.report import (
-    PairBacktest,
-    backtest_pair,
-    compare_portfolio,
-    equity_plot_png,
-    has_pair_backtest,
-    load_pair_backtest,
-    save_comparison,
-    save_pair_backtest,
+from cyber_pipelines.backtest.evaluation import (
+    BASELINE,
+    PairEvaluation,
+    default_strategies,
+    evaluate_pair,
 )
+from cyber_pipelines.backtest.portfolio import PORTFOLIO_KIND, evaluate_portfolio
+from cyber_pipelines.backtest.render import (
+    OPTIMISTIC_FILL,
+    equity_plot_png,
+    notes,
+    numeric_summary,
+    strategy_table,
+    verdict_lines,
+)
+from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison, save_pair
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
 
-BACKTESTS_CODE_VERSION = "backtests-1"
-COMPARISON_CODE_VERSION = "comparison-1"
+BACKTESTS_CODE_VERSION = "backtests-2"
+COMPARISON_CODE_VERSION = "comparison-2"
 
 
 class BacktestRunConfig(dg.Config):
     fee: float = Field(default=0.0026, ge=0, lt=0.1, description="fee per side, as a fraction of traded notional")
     slippage: float = Field(default=0.0010, ge=0, lt=0.1, description="slippage per side, fraction of notional")
     fill: Literal["next_open", "close"] = Field(
-        default="next_open", description="next_open: no look-ahead (default); close: fill at the signal bar's close"
+        default="next_open",
+        description="next_open: no look-ahead (default); close: OPTIMISTIC, fills at the close that made the signal",
     )
     allow_short: bool = Field(default=False, description="trade short signals too (default long/flat)")
     stop_loss: float | None = Field(
@@ -41,6 +49,11 @@ class BacktestRunConfig(dg.Config):
     size_multiplier: float = Field(
         default=1.0, gt=0, le=1, description="probation position size: 1, 0.5 (P&L <= -5%) or 0.25 (<= -10%)"
     )
+    train_days: int = Field(default=90, ge=7, description="walk-forward: days of history each fit sees")
+    test_days: int = Field(default=30, ge=1, description="walk-forward: days traded out of sample after each fit")
+    min_hold_hours: int = Field(default=6, ge=1, description="minimum holding period of the consensus strategies")
+    random_draws: int = Field(default=500, ge=50, description="random-entry null: Monte Carlo draws per strategy")
+    n_boot: int = Field(default=999, ge=199, description="bootstrap resamples per test")
 
 
 class ComparisonConfig(dg.Config):
@@ -63,11 +76,13 @@ def _latest_source(context: dg.AssetExecutionContext, asset: dg.AssetKey, partit
     code_version=BACKTESTS_CODE_VERSION,
     automation_condition=DEPS_UPDATED_AND_CHECKED,
     description=(
-        "Backtests of one pair's feature table after the indicators' warm-up: the TA-only rule of three "
-        "(baseline), cross-moat (TA + GitHub/moat activity, weighted 2x) and SMA 24/96 cross, with fees, "
-        "slippage and next-open fills. Each strategy is tested against the baseline (block-bootstrap p-value, "
-        "Sharpe-difference CI). Reads the features of the source their latest materialization used; writes "
-        "`<data>/<source>/backtests/<PAIR>.json` and the equity curves to `backtest_equity/<PAIR>.parquet`."
+        "One pair's strategies fitted walk-forward (train_days of history, then test_days out of sample, "
+        "rolled) and judged out of sample: rule_of_three (TA only, the baseline), cross_moat (TA + GitHub/moat "
+        "activity, its lag, window, weight and sign fitted on each training window) and sma_grid (the SMA pair "
+        "of the best training Sharpe). Each is tested against cash, buy-and-hold, a random-entry null with the "
+        "same trades and rule_of_three (studentized bootstrap p-values and intervals, Holm-adjusted), with "
+        "gross return, cost drag, turnover and holding time. Writes `<data>/<source>/backtests/<PAIR>.json` and "
+        "the OOS equity curves to `backtest_equity/<PAIR>.parquet`."
     ),
 )
 def backtest_results(
@@ -78,8 +93,10 @@ def backtest_results(
     if source is None:
         raise dg.Failure(f"no pair_features materialization with a source for {pair_key}: materialize it first")
     store = storage.store()
+    pair = key_to_pair(pair_key)
     try:
         features = store.read(source, "features", pair_key)
+        bars_per_day = round(calendar_bars_per_year(features["timestamp"], "24/7") / 365.25)
         settings = BacktestConfig(
             fee=config.fee,
             slippage=config.slippage,
@@ -87,33 +104,54 @@ def backtest_results(
             allow_short=config.allow_short,
             stop_loss=config.stop_loss,
             size_multiplier=config.size_multiplier,
-            bars_per_year=calendar_bars_per_year(features["timestamp"]),  # crypto trades 24/7, gaps or not
+            calendar="24/7",  # crypto trades around the clock: a missing hour is a bar without a return
         )
-        result = backtest_pair(features, settings, pair=pair_key)
+        result = evaluate_pair(
+            features,
+            settings,
+            default_strategies(settings, min_hold_bars=max(1, round(config.min_hold_hours * bars_per_day / 24))),
+            pair=pair_key,
+            train_bars=config.train_days * bars_per_day,
+            test_bars=config.test_days * bars_per_day,
+            n_boot=config.n_boot,
+            draws=config.random_draws,
+        )
     except (FileNotFoundError, ValueError) as exc:
-        raise dg.Failure(f"cannot backtest {key_to_pair(pair_key)} ({source}): {exc}") from exc
-    json_path, curves_path = save_pair_backtest(store, source, pair_key, result)
+        raise dg.Failure(f"cannot backtest {pair} ({source}): {exc}") from exc
+    if config.fill == "close":
+        context.log.warning(f"{pair}: {OPTIMISTIC_FILL}")
+    json_path, curves_path = save_pair(store, source, pair_key, result)
     ts = result.curves["timestamp"]
-    context.log.info(f"{pair_key} ({source}): {result.curves.height} bars, strategies {', '.join(result.strategies)}")
+    for line in verdict_lines(result.strategies):
+        context.log.info(f"{pair}: {line}")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(hashlib.sha256(json_path.read_bytes()).hexdigest()[:24]),
         metadata={
             "source": source,
-            "pair": key_to_pair(pair_key),
-            "baseline": result.baseline,
-            "bars": result.curves.height,
-            "first_timestamp": str(ts[0]),
-            "last_timestamp": str(ts[-1]),
-            "results": dg.MetadataValue.md(result.markdown()),
-            **result.numeric_summary(),
+            "pair": pair,
+            "baseline": BASELINE,
+            "fill": config.fill if config.fill == "next_open" else f"close ({OPTIMISTIC_FILL})",
+            "walk_forward": f"train {config.train_days} days, test {config.test_days} days, rolled",
+            "oos_bars": result.curves.height,
+            "oos_first_timestamp": str(ts[0]),
+            "oos_last_timestamp": str(ts[-1]),
+            "verdicts": dg.MetadataValue.md("\n".join(f"- {line}" for line in verdict_lines(result.strategies))),
+            "results": dg.MetadataValue.md(_results_markdown(result)),
+            "fitted_parameters": dg.MetadataValue.json({name: rep.windows for name, rep in result.strategies.items()}),
+            **numeric_summary(result.strategies),
             "equity_curve": png_markdown(
-                equity_plot_png(result.curves, f"{key_to_pair(pair_key)} ({source})", baseline=result.baseline),
+                equity_plot_png(result.curves, f"{pair} ({source}), out of sample", baseline=BASELINE),
                 "equity",
             ),
             "json_path": dg.MetadataValue.path(str(json_path)),
             "equity_path": dg.MetadataValue.path(str(curves_path)),
         },
     )
+
+
+def _results_markdown(result: PairEvaluation) -> str:
+    table = strategy_table(result.strategies, result.buy_and_hold)
+    return table + "\n\n" + "\n\n".join(notes(result.strategies, result.config.fill))
 
 
 @dg.asset(
@@ -123,9 +161,10 @@ def backtest_results(
     code_version=COMPARISON_CODE_VERSION,
     automation_condition=DEPS_UPDATED_AND_CHECKED,
     description=(
-        "Strategy comparison across every pair with stored backtest results: an equal-weight portfolio per "
-        "strategy (returns averaged over the pairs on their common hours), its metrics, each strategy's "
-        "block-bootstrap p-value against the baseline portfolio, Sharpe by pair and the portfolio equity curves. "
+        "Strategy comparison across every pair with stored backtest results, out of sample: an equal-weight "
+        "portfolio per strategy (independent sub-accounts, never rebalanced), its figures and its tests against "
+        "cash, buy-and-hold, the pooled random-entry null and rule_of_three, every pair's tests beside it, and "
+        "Holm's adjustment over all of them together (raw and adjusted p). One verdict line per strategy. "
         "Written to `<data>/<source>/backtests/comparison.json`."
     ),
 )
@@ -137,28 +176,41 @@ def strategy_comparison(
         raise dg.Failure("no backtest_results materialization yet: backtest at least one pair first")
     store = storage.store()
     pair_keys = sorted(context.instance.get_dynamic_partitions(PAIRS))
-    present = [k for k in pair_keys if has_pair_backtest(store, source, k)]
+    present = [k for k in pair_keys if has_pair(store, source, k)]
     missing = [k for k in pair_keys if k not in present]
     if not present:
         raise dg.Failure(f"no stored {source} backtest results for any of the pairs {pair_keys}")
     try:
-        results: dict[str, PairBacktest] = {k: load_pair_backtest(store, source, k) for k in present}
-        # Only like with like: pairs backtested with other costs or sizing are left out, and said so.
-        configs = Counter(r.config for r in results.values())
-        common = configs.most_common(1)[0][0]
-        other = sorted(k for k, r in results.items() if r.config != common)
+        results: dict[str, PairEvaluation] = {k: load_pair(store, source, k) for k in present}
+        # Only like with like: pairs backtested with other costs, sizing or windows are left out, and said so.
+        settings = Counter((r.config, r.train_bars, r.test_bars) for r in results.values())
+        common = settings.most_common(1)[0][0]
+        other = sorted(k for k, r in results.items() if (r.config, r.train_bars, r.test_bars) != common)
         if other:
             context.log.warning(f"left out {', '.join(other)}: backtested with other settings than {common}")
             missing += other
             present = [k for k in present if k not in other]
             results = {k: results[k] for k in present}
-        comparison = compare_portfolio(results)
+        comparison = evaluate_portfolio(results)
     except (FileNotFoundError, ValueError) as exc:
         raise dg.Failure(f"cannot compare the {source} backtests: {exc}") from exc
     if missing:
         context.log.warning(f"no {source} backtest results yet for {', '.join(missing)}; compared without them")
     json_path, curves_path = save_comparison(store, source, comparison)
     ts = comparison.curves["timestamp"]
+    lines = verdict_lines(comparison.strategies)
+    by_pair = "\n\n".join(
+        f"**{key_to_pair(pair)}**\n\n{strategy_table(reports, results[pair].buy_and_hold)}"
+        for pair, reports in comparison.pair_reports.items()
+    )
+    table = strategy_table(comparison.strategies, comparison.buy_and_hold)
+    text = (
+        f"Equal-weight portfolio of {len(present)} pair(s) ({PORTFOLIO_KIND}): {', '.join(present)}.\n\n{table}"
+        + "\n\n"
+        + "\n\n".join(notes(comparison.strategies, next(iter(results.values())).config.fill))
+        + "\n\nHolm's adjustment runs over every test on this page (pairs and portfolio).\n\n"
+        + by_pair
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(hashlib.sha256(json_path.read_bytes()).hexdigest()[:24]),
         metadata={
@@ -166,17 +218,19 @@ def strategy_comparison(
             "pairs": ", ".join(present),
             "pairs_missing": ", ".join(missing) or "none",
             "n_pairs": len(present),
-            "baseline": comparison.baseline,
-            "bars": comparison.curves.height,
-            "first_timestamp": str(ts[0]),
-            "last_timestamp": str(ts[-1]),
-            "comparison": dg.MetadataValue.md(comparison.markdown()),
-            **comparison.numeric_summary(),
+            "baseline": BASELINE,
+            "portfolio": PORTFOLIO_KIND,
+            "oos_bars": comparison.curves.height,
+            "oos_first_timestamp": str(ts[0]),
+            "oos_last_timestamp": str(ts[-1]),
+            "verdicts": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines)),
+            "comparison": dg.MetadataValue.md(text),
+            **numeric_summary(comparison.strategies),
             "equity_curve": png_markdown(
                 equity_plot_png(
                     comparison.curves,
-                    f"equal-weight portfolio of {len(present)} pair(s) ({source})",
-                    baseline=comparison.baseline,
+                    f"equal-weight portfolio of {len(present)} pair(s) ({source}), out of sample",
+                    baseline=BASELINE,
                 ),
                 "portfolio equity",
             ),

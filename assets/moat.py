@@ -51,7 +51,14 @@ def _candidates(source: str, days: list[date], market: MarketDataResource) -> di
     if source == "synthetic":
         symbols = moat_assets()
         return {
-            d: simulate_moat_records(symbols, d, seed=settings.synthetic.seed, origin=settings.start_date) for d in days
+            d: simulate_moat_records(
+                symbols,
+                d,
+                seed=settings.synthetic.seed,
+                origin=settings.start_date,
+                weekend_activity=settings.synthetic.weekend_activity,
+            )
+            for d in days
         }
     staged = market.landing_path() / "staged_moat"
     try:

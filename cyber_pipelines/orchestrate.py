@@ -651,14 +651,21 @@ def feature_specs(pair_keys: Sequence[str], source: str) -> list[RunSpec]:
     return [RunSpec("features", key, key, key, run_config, 1) for key in pair_keys]
 
 
-def backtest_specs(pair_keys: Sequence[str]) -> list[RunSpec]:
-    """Each pair's backtests, one run per pair (the comparison runs after all of them)."""
-    return [RunSpec("backtests", key, key, key, {}, 1) for key in pair_keys]
+def backtest_specs(pair_keys: Sequence[str], config: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    """Each pair's backtests, one run per pair (the comparison runs after all of them); ``config`` is
+    ``backtest_results``' run config (walk-forward windows, costs)."""
+    run_config = {"ops": {"backtest_results": {"config": dict(config)}}} if config else {}
+    return [RunSpec("backtests", key, key, key, run_config, 1) for key in pair_keys]
 
 
 def comparison_spec() -> RunSpec:
     """The comparison across pairs, from the latest backtests of each."""
     return RunSpec("compare_strategies", "all pairs")
+
+
+def leadlag_summary_spec() -> RunSpec:
+    """The pairs' lead-lag tests as one family (Holm across pairs)."""
+    return RunSpec("summarize_lead_lag", "lead-lag across pairs")
 
 
 # -- the demo's summaries --------------------------------------------------------------------------
@@ -690,9 +697,29 @@ def leadlag_summary(findings: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(instance: dg.DagsterInstance) -> str:
-    meta = _latest_metadata(instance, "strategy_comparison")
-    return str(meta.get("comparison") or meta.get("table") or "")
+def demo_comparison(source: str = "synthetic") -> dict[str, Any]:
+    """The stored strategy comparison (``comparison.json``): per strategy its fitted parameters per
+    walk-forward window (per pair), OOS figures, raw and adjusted p per reference, and verdicts."""
+    from cyber_pipelines.backtest.store import load_comparison
+    from cyber_pipelines.config import data_dir
+    from cyber_pipelines.storage import TableStore
+
+    try:
+        return load_comparison(TableStore(data_dir()), source)
+    except FileNotFoundError:
+        return {}
+
+
+def verdict_summary(comparison: Mapping[str, Any]) -> str:
+    """The demo's answer: one verdict line per strategy of the portfolio, out of sample."""
+    if not comparison:
+        return "no strategy comparison was stored"
+    head = (
+        f"out of sample {str(comparison['oos_start'])[:10]}..{str(comparison['oos_end'])[:10]}, "
+        f"equal-weight portfolio of {', '.join(comparison['pairs'])} ({comparison['portfolio']}), "
+        f"{comparison['costs']}; p-values Holm-adjusted over every pair's and the portfolio's tests:"
+    )
+    return "\n".join([head, *(f"  {line}" for line in comparison["verdicts"])])
 
 
 def demo_window(days: int, through: date) -> list[date]:

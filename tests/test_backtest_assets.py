@@ -17,7 +17,6 @@ from assets.features import pair_features
 from assets.partitions import month_days
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.features.cross_source import repos_for_asset
-from cyber_pipelines.features.indicators import WARMUP_BARS
 from cyber_pipelines.orchestrate import ingest_github, ingest_market, ingest_moat
 from cyber_pipelines.resources import MarketDataResource, StorageResource
 from sensors.schedules import nightly_github_schedule, nightly_market_schedule, nightly_moat_schedule
@@ -25,7 +24,10 @@ from sensors.schedules import nightly_github_schedule, nightly_market_schedule, 
 MONTHS = [date(2024, 1, 1), date(2024, 2, 1)]  # the ingest grain: whole months
 DAYS = len([d for m in MONTHS for d in month_days(m)])
 PAIRS = ["ETH-USD", "BTC-USD"]
-STRATEGIES = ["rule_of_three", "cross_moat", "sma_cross_24_96"]
+STRATEGIES = ["rule_of_three", "cross_moat", "sma_grid"]
+# two months of data: three walk-forward windows of 14 days after 21 days of training; fewer draws
+FAST = {"train_days": 21, "test_days": 14, "random_draws": 100, "n_boot": 199}
+RUN_CONFIG = {"ops": {"backtest_results": {"config": FAST}}}
 ETH_REPOS = repos_for_asset("ETH")[:2]  # two of ETH's repos keep the ingest short
 START = load_settings().start_date
 
@@ -64,7 +66,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         resources = {"storage": StorageResource(root=str(root / "data")), "market": MarketDataResource()}
         results = {
             key: dg.materialize(
-                [pair_features, backtest_results], partition_key=key, instance=instance, resources=resources
+                [pair_features, backtest_results],
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                run_config=RUN_CONFIG,
             )
             for key in PAIRS
         }
@@ -77,11 +83,12 @@ def test_backtest_results_write_json_and_curves(pipeline: Pipeline) -> None:
         assert pipeline.results[key].success
         meta = metadata(pipeline.results[key], "backtest_results")
         assert meta["source"] == "synthetic" and meta["baseline"] == "rule_of_three"
+        assert meta["walk_forward"] == "train 21 days, test 14 days, rolled"
         path = Path(meta["json_path"])
         assert path == pipeline.data / "synthetic" / "backtests" / f"{key}.json"
         data = json.loads(path.read_text())
-        assert data["pair"] == key and data["strategies"] == STRATEGIES
-        assert data["bars"] == meta["bars"] == DAYS * 24 - WARMUP_BARS  # every stored hour after the warm-up
+        assert data["pair"] == key and list(data["strategies"]) == STRATEGIES
+        assert data["oos_bars"] == meta["oos_bars"] == DAYS * 24 - 21 * 24  # every hour after the first fit
         assert data["config"] == {
             "fee": 0.0026,
             "slippage": 0.001,
@@ -90,8 +97,13 @@ def test_backtest_results_write_json_and_curves(pipeline: Pipeline) -> None:
             "stop_loss": None,
             "size_multiplier": 1.0,
             "initial_cash": 10000.0,
-            "bars_per_year": 24 * 365.25,  # 24/7 hourly bars, not inferred from the sample span
+            "bars_per_year": None,
+            "calendar": "24/7",  # hourly bars a year from the calendar (8766), not from the row count
         }
+        assert data["bars_per_year"] == 24 * 365.25
+        for name in STRATEGIES:
+            windows = data["strategies"][name]["windows"]
+            assert len(windows) == 3 and all("params" in w for w in windows)  # 39 OOS days in 14-day windows
         assert Path(meta["equity_path"]) == pipeline.data / "synthetic" / "backtest_equity" / f"{key}.parquet"
         assert Path(meta["equity_path"]).exists()
 
@@ -100,13 +112,18 @@ def test_backtest_metadata_is_numeric_and_readable(pipeline: Pipeline) -> None:
     meta = metadata(pipeline.results["ETH-USD"], "backtest_results")
     data = json.loads(Path(meta["json_path"]).read_text())
     for name in STRATEGIES:
-        assert meta[f"sharpe/{name}"] == data["metrics"][name]["sharpe"]
+        oos = data["strategies"][name]["oos"]
+        assert meta[f"sharpe/{name}"] == oos["sharpe"] and meta[f"gross_return/{name}"] == oos["gross_return"]
         assert isinstance(meta[f"total_return/{name}"], float) and isinstance(meta[f"n_trades/{name}"], int)
-    for name in STRATEGIES[1:]:
-        assert meta[f"p_value/{name}"] == data["significance"][name]["p_value"]
-    assert "p_value/rule_of_three" not in meta
+        tests = {t["reference"]: t for t in data["strategies"][name]["tests"]}
+        for ref in ("cash", "buy_and_hold", "random_entry"):
+            assert meta[f"p_adjusted/{ref}/{name}"] == tests[ref]["p_adjusted"] >= tests[ref]["p_value"]
+    assert "p_adjusted/rule_of_three/rule_of_three" not in meta
     table = meta["results"]
-    assert table.startswith("| strategy | total_return | CAGR | Sharpe |") and "Sharpe = mean(r)" in table
+    assert table.startswith("| strategy | OOS net | gross | cost drag | Sharpe |") and "Sharpe = mean(r)" in table
+    assert "buy_and_hold (reference)" in table and "OPTIMISTIC" not in table
+    assert len(meta["verdicts"].splitlines()) == len(STRATEGIES)
+    assert set(meta["fitted_parameters"]) == set(STRATEGIES)
     assert meta["equity_curve"].startswith("![equity](data:image/png;base64,iVBORw0KGgo")  # PNG magic
 
 
@@ -114,17 +131,17 @@ def test_comparison_covers_the_pairs_with_results(pipeline: Pipeline) -> None:
     assert pipeline.comparison.success
     meta = metadata(pipeline.comparison, "strategy_comparison")
     assert meta["pairs"] == "BTC-USD, ETH-USD" and meta["pairs_missing"] == "SOL-USD" and meta["n_pairs"] == 2
+    assert meta["portfolio"].startswith("independent sub-accounts")
     path = Path(meta["json_path"])
     assert path == pipeline.data / "synthetic" / "backtests" / "comparison.json"
     data = json.loads(path.read_text())
-    assert data["strategies"] == STRATEGIES and data["pairs"] == ["BTC-USD", "ETH-USD"]
-    for name in STRATEGIES[1:]:
-        assert 0 < meta[f"p_value/{name}"] <= 1
-        assert meta[f"p_value/{name}"] == data["significance"][name]["p_value"]
+    assert list(data["strategies"]) == STRATEGIES and data["pairs"] == ["BTC-USD", "ETH-USD"]
+    assert set(data["by_pair"]) == set(PAIRS)
     for name in STRATEGIES:
         assert f"| {name}" in meta["comparison"]
-        pooled = sum(json.loads((path.parent / f"{k}.json").read_text())["metrics"][name]["n_trades"] for k in PAIRS)
-        assert meta[f"n_trades/{name}"] == pooled
+        tests = {t["reference"]: t for t in data["strategies"][name]["tests"]}
+        assert 0 < meta[f"p_adjusted/cash/{name}"] == tests["cash"]["p_adjusted"] <= 1
+    assert len(data["verdicts"]) == len(STRATEGIES)
     assert meta["equity_curve"].startswith("![portfolio equity](data:image/png;base64,iVBORw0KGgo")
 
 
@@ -147,13 +164,23 @@ def test_run_config_sets_the_costs(pipeline: Pipeline) -> None:
         partition_key="ETH-USD",
         instance=pipeline.instance,
         resources=pipeline.resources(),
-        run_config={"ops": {"backtest_results": {"config": {"fee": 0.0, "slippage": 0.0}}}},
+        run_config={"ops": {"backtest_results": {"config": {**FAST, "fee": 0.0, "slippage": 0.0}}}},
     )
     costly, free_meta = metadata(pipeline.results["ETH-USD"], "backtest_results"), metadata(free, "backtest_results")
     assert json.loads(Path(free_meta["json_path"]).read_text())["config"]["fee"] == 0.0
-    for name in STRATEGIES:  # same positions, no costs: never worse, and strictly better when trading
-        assert free_meta[f"n_trades/{name}"] == costly[f"n_trades/{name}"] > 0
-        assert free_meta[f"total_return/{name}"] > costly[f"total_return/{name}"]
+    for name in STRATEGIES:  # no costs: no cost drag, and the net return is the gross one
+        assert free_meta[f"cost_drag/{name}"] == pytest.approx(0.0, abs=1e-12)
+        assert free_meta[f"total_return/{name}"] == pytest.approx(free_meta[f"gross_return/{name}"])
+        assert costly[f"cost_drag/{name}"] > 0 or costly[f"n_trades/{name}"] == 0
+    close = dg.materialize(
+        [backtest_results],
+        partition_key="BTC-USD",
+        instance=pipeline.instance,
+        resources=pipeline.resources(),
+        run_config={"ops": {"backtest_results": {"config": {**FAST, "fill": "close"}}}},
+    )
+    close_meta = metadata(close, "backtest_results")
+    assert "OPTIMISTIC" in close_meta["fill"] and "OPTIMISTIC" in close_meta["results"]
     with pytest.raises(dg.DagsterInvalidConfigError, match="fill"):
         dg.materialize(
             [backtest_results],
@@ -166,7 +193,7 @@ def test_run_config_sets_the_costs(pipeline: Pipeline) -> None:
     mixed = dg.materialize([strategy_comparison], instance=pipeline.instance, resources=pipeline.resources())
     assert mixed.success
     mixed_meta = metadata(mixed, "strategy_comparison")
-    assert mixed_meta["pairs"] == "BTC-USD" and "ETH-USD" in mixed_meta["pairs_missing"]
+    assert mixed_meta["n_pairs"] == 1 and "SOL-USD" in mixed_meta["pairs_missing"]  # the settings differ
 
 
 def test_automation_backtests_new_features_then_compares() -> None:

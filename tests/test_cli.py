@@ -497,7 +497,8 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     (home).mkdir()
     (home / ".cyber-pipelines-home").write_text("")
     (home / "stale.txt").write_text("from an earlier demo")
-    assert main(["demo", "--days", "12", "--pairs", "ETH/USD", "--home", str(home), "--json"]) == 0
+    argv = ["demo", "--days", "12", "--pairs", "ETH/USD", "--home", str(home), "--json"]
+    assert main([*argv, "--train-days", "7", "--test-days", "3", "--seed", "3", "--sign", "-1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["pairs"] == ["ETH/USD"] and report["days"] == 12
     layers = ["market", "github", "moat", "features", "backtests", "comparison"]
@@ -513,13 +514,39 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     stored = pl.read_parquet(list((home / "data" / "synthetic" / "ohlcv" / "ETH-USD").glob("*.parquet")))
     assert stored.height == 12 * 24  # exactly the demo's days
     assert set(report["leadlag"]) == {"ETH-USD"}
+    # the planted settings of the command line, in the demo's own config
+    assert report["synthetic"]["seed"] == 3 and report["synthetic"]["effect_sign"] == -1
+    assert "effect_sign: -1" in (home / "pipeline.yaml").read_text()
+    # the answer: per strategy its fitted parameters per window, OOS figures, raw and adjusted p, a verdict
+    comparison = report["comparison"]
+    assert comparison["pairs"] == ["ETH-USD"] and len(comparison["verdicts"]) == 3
+    for name, strategy in comparison["strategies"].items():
+        windows = comparison["by_pair"]["ETH-USD"][name]["windows"]
+        assert windows and all("params" in w for w in windows)
+        assert {"total_return", "gross_return", "cost_drag", "turnover_per_year"} <= set(strategy["oos"])
+        refs = {t["reference"] for t in strategy["tests"]}
+        assert {"cash", "buy_and_hold", "random_entry"} <= refs
+        assert all(t["p_adjusted"] >= t["p_value"] for t in strategy["tests"])
+        assert strategy["verdict"].startswith(("significant", "not significant"))
+
+
+def test_demo_refuses_a_history_too_short_for_walk_forward(
+    isolated_dirs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--days", "30", "--home", str(isolated_dirs / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "--days 30 is too short for walk-forward" in err and "= 120 days" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--sign", "2"])
+    assert exc.value.code == 2 and "expected +1 or -1" in capsys.readouterr().err
 
 
 def test_demo_stops_at_the_first_failed_layer_and_shows_no_results(
     isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CYBER_CONFIG", str(write_config(isolated_dirs / "p.yaml", effect_size="1000000.0")))
-    assert main(["demo", "--days", "3", "--pairs", "BTC/USD", "--home", str(isolated_dirs / "demo")]) == 1
+    argv = ["demo", "--days", "3", "--pairs", "BTC/USD", "--home", str(isolated_dirs / "demo")]
+    assert main([*argv, "--train-days", "2", "--test-days", "1"]) == 1
     captured = capsys.readouterr()
     assert "market     FAILED (1 of 1 runs)" in captured.out
     assert "lead-lag" not in captured.out and "strategy comparison" not in captured.out
@@ -610,9 +637,59 @@ def test_backtest_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFix
     base = ["backtest", "--data", goog, "--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=20", "--json"]
     assert main(base) == 0
     full = json.loads(capsys.readouterr().out)
+    assert full["calendar"] == "equities" and full["bars_per_year"] == 252  # weekday-only daily bars
+    assert full["metrics"]["cagr"] is not None and full["annualized_note"] is None  # 8.5 years
     assert main([*base, "--size", "0.5", "--stop-loss", "0.03"]) == 0
     half = json.loads(capsys.readouterr().out)
     assert half["metrics"]["max_drawdown"] > full["metrics"]["max_drawdown"]  # smaller losses at half size
     assert half["final_equity"] < full["final_equity"]
     assert main([*base, "--size", "2"]) == 2  # a bad request
     assert "size_multiplier" in one_error_line(capsys.readouterr().err)
+
+
+def test_backtest_annualizes_by_the_calendar_and_flags_fill_close(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    n = 2000
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    frame = pl.DataFrame(
+        {
+            "timestamp": [start + timedelta(hours=i) for i in range(n)],
+            "open": close,
+            "high": close * 1.01,
+            "low": close * 0.99,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    )
+    keep = np.sort(np.concatenate([[0], rng.choice(np.arange(1, n), int(0.9 * n) - 1, replace=False)]))
+    data = tmp_path / "hourly.csv"
+    frame[keep.tolist()].write_csv(data)  # 10% of the hours missing
+    base = ["backtest", "--data", str(data), "--strategy", "sma_cross", "--param", "fast=5", "--param", "slow=20"]
+    assert main([*base, "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["calendar"] == "24/7" and out["bars_per_year"] == pytest.approx(8766)
+    assert out["fill_note"] is None and out["optimistic_fill"] is False and "optimistic" not in captured.err
+    # 83 days: no CAGR or Calmar (JSON null), and the reason
+    assert out["metrics"]["cagr"] is None and out["metrics"]["calmar"] is None
+    assert out["annualized_note"] == "sample of 83 days < 1 year"
+
+    assert main([*base, "--json", "--fill", "close"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["optimistic_fill"] is True and "optimistic" in out["fill_note"]
+    assert "warning: fill=close is optimistic" in captured.err
+
+    assert main([*base, "--json", "--calendar", "equities"]) == 0
+    assert json.loads(capsys.readouterr().out)["bars_per_year"] == pytest.approx(252 * 6.5)
+    assert main([*base, "--json", "--bars-per-year", "1000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bars_per_year"] == 1000 and out["calendar"] == "config"
+    with pytest.raises(SystemExit):
+        main([*base, "--calendar", "24/7", "--bars-per-year", "1000"])  # one or the other
+    capsys.readouterr()

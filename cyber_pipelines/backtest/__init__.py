@@ -9,10 +9,11 @@ import polars as pl
 
 from cyber_pipelines.backtest.engine import BacktestConfig, BacktestResult, run_backtest
 from cyber_pipelines.backtest.metrics import METRIC_NAMES, SHARPE_FORMULA
-from cyber_pipelines.backtest.significance import SignificanceResult, compare_to_baseline
+from cyber_pipelines.backtest.significance import ClaimTest, mean_return_test, sharpe_difference_test
 from cyber_pipelines.backtest.strategies import (
     CrossMoat,
     RuleOfThree,
+    SmaAbove,
     SmaCross,
     Strategy,
     run_strategy,
@@ -26,17 +27,19 @@ __all__ = [
     "STRATEGIES",
     "BacktestConfig",
     "BacktestResult",
+    "ClaimTest",
     "CrossMoat",
     "RuleOfThree",
-    "SignificanceResult",
+    "SmaAbove",
     "SmaCross",
     "Strategy",
     "backtest_csv",
     "backtest_grid",
-    "compare_to_baseline",
     "make_strategy",
+    "mean_return_test",
     "run_backtest",
     "run_strategy",
+    "sharpe_difference_test",
     "sweep_sma_cross",
     "walk_forward",
 ]
@@ -44,6 +47,7 @@ __all__ = [
 # strategy name -> (class, {parameter: must be an integer})
 STRATEGIES: dict[str, tuple[type, dict[str, bool]]] = {
     "sma_cross": (SmaCross, {"fast": True, "slow": True}),
+    "sma_above": (SmaAbove, {"fast": True, "slow": True}),
     "rule_of_three": (RuleOfThree, {"enter_confidence": False, "exit_confidence": False, "quorum": False}),
     "cross_moat": (
         CrossMoat,
@@ -95,12 +99,17 @@ def backtest_csv(
     stop_loss: float | None = None,
     size_multiplier: float = 1.0,
     date_format: str | None = None,
+    calendar: str | None = None,
+    bars_per_year: float | None = None,
 ) -> dict[str, object]:
     """Backtest an OHLCV CSV with a named strategy; JSON-able metrics, trade count and final equity.
 
     The CSV is read with ``features.ohlcv_csv.read_ohlcv_csv``; indicator columns are added for the
     TA strategies. ``cross_moat`` needs an ``activity_score`` column, which a plain OHLCV CSV lacks.
-    Non-finite metrics (e.g. a Sharpe ratio without trades) become ``None``.
+    Non-finite metrics (e.g. a Sharpe ratio without trades) become ``None`` (CAGR and Calmar of a
+    sample under a year: ``annualized_note`` says why). ``calendar`` ("24/7" or "equities") or
+    ``bars_per_year`` set the annualization; by default the calendar is inferred from the timestamps
+    (``engine.infer_calendar``). ``fill_note`` flags the optimistic ``fill="close"``.
     """
     from cyber_pipelines.features.indicators import add_indicators
     from cyber_pipelines.features.ohlcv_csv import read_ohlcv_csv
@@ -112,6 +121,8 @@ def backtest_csv(
         fill=fill,  # type: ignore[arg-type]  # BacktestConfig validates it
         stop_loss=stop_loss,
         size_multiplier=size_multiplier,
+        calendar=calendar,  # type: ignore[arg-type]  # BacktestConfig validates it
+        bars_per_year=bars_per_year,
     )
     candles = read_ohlcv_csv(path, date_format=date_format)
     if candles.height < 2:
@@ -128,10 +139,15 @@ def backtest_csv(
         "fee": fee,
         "slippage": slippage,
         "fill": fill,
+        "optimistic_fill": config.optimistic_fill,
+        "fill_note": config.fill_note,
         "bars": result.equity.height,
         "start": str(ts[0]),
         "end": str(ts[-1]),
         "bars_per_year": result.bars_per_year,
+        "calendar": result.calendar,
+        "years": result.years,
+        "annualized_note": result.annualized_note,
         "metrics": metrics,
         "n_trades": metrics["n_trades"],
         "final_equity": metrics["final_equity"],

@@ -51,6 +51,7 @@ import numpy as np
 import polars as pl
 
 from cyber_pipelines.features.cross_source import HOUR, infer_bar_length
+from cyber_pipelines.multiple_testing import holm
 
 WEEK_HOURS = 168
 DEFAULT_MAX_LAG = 48
@@ -205,21 +206,6 @@ def lead_lag(
         block_len=block_len,
         season=season,
     )
-
-
-def holm(p_values: np.ndarray | Collection[float]) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values, in the input order.
-
-    Sorted ascending, the i-th of m gets ``max_{j <= i} (m - j + 1) p_(j)``, capped at 1: family-wise
-    error control under any dependence between the tests."""
-    p = np.asarray(p_values, dtype=np.float64)
-    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
-        raise ValueError(f"p-values must be a 1-d array in [0, 1], got {p!r}")
-    order = np.argsort(p, kind="stable")
-    steps = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
-    adjusted = np.empty_like(p)
-    adjusted[order] = steps
-    return adjusted
 
 
 PAIRS_SCHEMA = {

@@ -12,12 +12,10 @@ Results keep the failing row positions (GX ``unexpected_index_list``), so a fail
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
 from typing import Any
 
 import great_expectations as gx
@@ -28,11 +26,12 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from cyber_pipelines.jsonable import jsonable
+
 _LOCK = threading.Lock()
 _BATCH_DEFINITION: Any = None
 _ORDER_KEY = "cyber_pipelines_order"
 CHECK_KEY = "check"  # the expectation's meta key naming its Dagster check
-_MAX_LIST = 10
 
 
 def tag(check: str, *expectations: gx.expectations.Expectation) -> list[gx.expectations.Expectation]:
@@ -111,28 +110,6 @@ def _batch_definition() -> Any:
     return _BATCH_DEFINITION
 
 
-def _plain(value: Any, shorten: bool = False) -> Any:
-    """Convert GX/pandas/numpy values to JSON-able Python values."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):  # also numpy float64
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, shorten) for k, v in value.items()}
-    if isinstance(value, Sequence | set | frozenset):
-        items = list(value)
-        if shorten and len(items) > _MAX_LIST:
-            return [*(_plain(v) for v in items[:3]), f"... {len(items)} values"]
-        return [_plain(v, shorten) for v in items]
-    if hasattr(value, "isoformat"):  # pandas.Timestamp
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalar
-        return _plain(value.item())
-    return str(value)
-
-
 def _error_message(info: Mapping[str, Any]) -> str | None:
     """GX puts exception info either flat or keyed by metric id; return the first message."""
     if info.get("raised_exception"):
@@ -153,9 +130,9 @@ def _outcome(result: Any) -> ExpectationOutcome:
     if column is None and "column_A" in kwargs:
         column = f"{kwargs['column_A']},{kwargs['column_B']}"
     raw = result.result or {}
-    summary = {k: _plain(raw[k]) for k in _SUMMARY_KEYS if k in raw}
+    summary = {k: jsonable(raw[k], strict=False) for k in _SUMMARY_KEYS if k in raw}
     if raw.get("partial_unexpected_list"):
-        summary["partial"] = _plain(raw["partial_unexpected_list"][:5])
+        summary["partial"] = jsonable(raw["partial_unexpected_list"][:5], strict=False)
     rows = raw.get("unexpected_index_list") or ()
     return ExpectationOutcome(
         expectation=config.type,
@@ -164,7 +141,7 @@ def _outcome(result: Any) -> ExpectationOutcome:
         success=bool(result.success),
         description=config.description,
         summary=summary,
-        kwargs=_plain(kwargs, shorten=True),
+        kwargs=jsonable(kwargs, shorten=True, strict=False),
         error=_error_message(result.exception_info or {}),
         unexpected_rows=tuple(int(i) for i in rows if isinstance(i, int | float)),
     )
