@@ -19,6 +19,7 @@ from cyber_pipelines.backtest.evaluation import (
     evaluate_pair,
 )
 from cyber_pipelines.backtest.portfolio import PORTFOLIO_KIND, evaluate_portfolio
+from cyber_pipelines.backtest.references import N_DRAWS
 from cyber_pipelines.backtest.render import (
     OPTIMISTIC_FILL,
     equity_plot_png,
@@ -27,6 +28,7 @@ from cyber_pipelines.backtest.render import (
     strategy_table,
     verdict_lines,
 )
+from cyber_pipelines.backtest.significance import N_BOOT
 from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison, save_pair
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
@@ -49,11 +51,15 @@ class BacktestRunConfig(dg.Config):
     size_multiplier: float = Field(
         default=1.0, gt=0, le=1, description="probation position size: 1, 0.5 (P&L <= -5%) or 0.25 (<= -10%)"
     )
-    train_days: int = Field(default=90, ge=7, description="walk-forward: days of history each fit sees")
+    train_days: int = Field(
+        default=90, ge=7, description="walk-forward: days of history each fit sees (cross_moat's activity fit needs 60)"
+    )
     test_days: int = Field(default=30, ge=1, description="walk-forward: days traded out of sample after each fit")
     min_hold_hours: int = Field(default=6, ge=1, description="minimum holding period of the consensus strategies")
-    random_draws: int = Field(default=500, ge=50, description="random-entry null: Monte Carlo draws per strategy")
-    n_boot: int = Field(default=999, ge=199, description="bootstrap resamples per test")
+    random_draws: int = Field(
+        default=N_DRAWS, ge=50, description="random-entry null: Monte Carlo draws per strategy (p >= 1 / (draws + 1))"
+    )
+    n_boot: int = Field(default=N_BOOT, ge=199, description="bootstrap resamples per test (p >= 1 / (n_boot + 1))")
 
 
 class ComparisonConfig(dg.Config):
@@ -151,7 +157,8 @@ def backtest_results(
 
 def _results_markdown(result: PairEvaluation) -> str:
     table = strategy_table(result.strategies, result.buy_and_hold)
-    return table + "\n\n" + "\n\n".join(notes(result.strategies, result.config.fill))
+    ts = result.curves["timestamp"]
+    return table + "\n\n" + "\n\n".join(notes(result.strategies, result.config.fill, ts[-1] - ts[0]))
 
 
 @dg.asset(
@@ -207,7 +214,7 @@ def strategy_comparison(
     text = (
         f"Equal-weight portfolio of {len(present)} pair(s) ({PORTFOLIO_KIND}): {', '.join(present)}.\n\n{table}"
         + "\n\n"
-        + "\n\n".join(notes(comparison.strategies, next(iter(results.values())).config.fill))
+        + "\n\n".join(notes(comparison.strategies, next(iter(results.values())).config.fill, ts[-1] - ts[0]))
         + "\n\nHolm's adjustment runs over every test on this page (pairs and portfolio).\n\n"
         + by_pair
     )

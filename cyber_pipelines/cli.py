@@ -630,6 +630,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             date_format=args.date_format,
             calendar=args.calendar,
             bars_per_year=args.bars_per_year,
+            train_bars=args.train_bars,
+            test_bars=args.test_bars,
         )
     except (ValueError, OSError) as exc:
         raise _input_error(exc) from None
@@ -895,7 +897,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest = sub.add_parser("backtest", parents=[common, reports], help="backtest a strategy on any OHLCV CSV")
     backtest.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
-    backtest.add_argument("--strategy", required=True, help="sma_cross | sma_above | rule_of_three | cross_moat")
+    backtest.add_argument(
+        "--strategy",
+        required=True,
+        help="sma_cross | sma_above | rule_of_three | cross_moat | moat_only | sma_grid (the last four are fitted: "
+        "give --train-bars and --test-bars for walk-forward, out-of-sample figures)",
+    )
+    backtest.add_argument("--train-bars", type=_positive_int, default=None, help="walk-forward: rows each fit sees")
+    backtest.add_argument("--test-bars", type=_positive_int, default=None, help="walk-forward: rows traded per fit")
     backtest.add_argument("--param", type=_param, action="append", default=[], help="NAME=VALUE, repeatable")
     backtest.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
     backtest.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")

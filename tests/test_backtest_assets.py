@@ -24,7 +24,7 @@ from sensors.schedules import nightly_github_schedule, nightly_market_schedule, 
 MONTHS = [date(2024, 1, 1), date(2024, 2, 1)]  # the ingest grain: whole months
 DAYS = len([d for m in MONTHS for d in month_days(m)])
 PAIRS = ["ETH-USD", "BTC-USD"]
-STRATEGIES = ["rule_of_three", "cross_moat", "sma_grid"]
+STRATEGIES = ["rule_of_three", "cross_moat", "moat_only", "sma_grid"]
 # two months of data: three walk-forward windows of 14 days after 21 days of training; fewer draws
 FAST = {"train_days": 21, "test_days": 14, "random_draws": 100, "n_boot": 199}
 RUN_CONFIG = {"ops": {"backtest_results": {"config": FAST}}}

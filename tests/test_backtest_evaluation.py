@@ -145,7 +145,7 @@ def test_random_null_size_across_seeds() -> None:
 # --- one pair --------------------------------------------------------------------------------------
 def test_every_strategy_faces_every_reference_out_of_sample(pair_result: PairEvaluation) -> None:
     r = pair_result
-    assert r.names == [BASELINE, "cross_moat", "sma_grid"]
+    assert r.names == [BASELINE, "cross_moat", "moat_only", "sma_grid"]
     assert r.curves["timestamp"][0] == features(1)["timestamp"][TRAIN]  # the OOS rows only
     assert set(r.curves.columns) == {"timestamp", *r.names, BUY_AND_HOLD}
     for name, rep in r.strategies.items():
@@ -201,11 +201,16 @@ def test_bad_requests_are_clear_errors() -> None:
 # --- reports and storage ---------------------------------------------------------------------------
 def test_report_lines_and_the_optimistic_fill_flag(pair_result: PairEvaluation) -> None:
     lines = verdict_lines(pair_result.strategies)
-    assert len(lines) == 3 and all("OOS net" in line and "adjusted p: cash" in line for line in lines)
+    assert len(lines) == 4 and all("OOS net" in line and "adjusted p: cash" in line for line in lines)
     table = strategy_table(pair_result.strategies, pair_result.buy_and_hold)
     assert "buy_and_hold (reference)" in table and "p random_entry" in table
     assert not any(OPTIMISTIC_FILL in n for n in notes(pair_result.strategies, "next_open"))
     assert any(OPTIMISTIC_FILL in n for n in notes(pair_result.strategies, "close"))
+    ts = pair_result.curves["timestamp"]
+    assert "CAGR and Calmar are not reported (n/a): sample of 105 days < 1 year." in notes(
+        pair_result.strategies, "next_open", ts[-1] - ts[0]
+    )
+    assert not any("CAGR" in n for n in notes(pair_result.strategies, "next_open", timedelta(days=400)))
     assert equity_plot_png(pair_result.curves, "t", baseline=BASELINE).startswith(PNG_MAGIC)
 
 
@@ -244,7 +249,7 @@ def test_portfolio_is_sub_accounts_and_one_family(pair_result: PairEvaluation, t
     assert [t.reference for t in port.strategies["cross_moat"].tests] == list(REFERENCES)
     save_comparison(TableStore(tmp_path), "synthetic", port)
     data = load_comparison(TableStore(tmp_path), "synthetic")
-    assert data["portfolio"].startswith("independent sub-accounts") and len(data["verdicts"]) == 3
+    assert data["portfolio"].startswith("independent sub-accounts") and len(data["verdicts"]) == 4
     assert set(data["by_pair"]) == {"ETH-USD", "SOL-USD"}
     mismatched = replace(other, config=replace(CONFIG, fee=0.001))
     with pytest.raises(ValueError, match="different settings"):

@@ -519,7 +519,7 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert "effect_sign: -1" in (home / "pipeline.yaml").read_text()
     # the answer: per strategy its fitted parameters per window, OOS figures, raw and adjusted p, a verdict
     comparison = report["comparison"]
-    assert comparison["pairs"] == ["ETH-USD"] and len(comparison["verdicts"]) == 3
+    assert comparison["pairs"] == ["ETH-USD"] and len(comparison["verdicts"]) == 4
     for name, strategy in comparison["strategies"].items():
         windows = comparison["by_pair"]["ETH-USD"][name]["windows"]
         assert windows and all("params" in w for w in windows)
@@ -645,6 +645,22 @@ def test_backtest_applies_stop_loss_and_probation_size(capsys: pytest.CaptureFix
     assert half["final_equity"] < full["final_equity"]
     assert main([*base, "--size", "2"]) == 2  # a bad request
     assert "size_multiplier" in one_error_line(capsys.readouterr().err)
+
+
+def test_backtest_fits_a_tuned_strategy_walk_forward(capsys: pytest.CaptureFixture[str]) -> None:
+    import backtesting
+
+    goog = str(Path(backtesting.__file__).parent / "test" / "GOOG.csv")
+    base = ["backtest", "--data", goog, "--strategy", "sma_grid", "--json"]
+    assert main([*base, "--train-bars", "500", "--test-bars", "250"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fitted"] == "walk-forward, out of sample" and out["bars"] == 2148 - 500
+    assert len(out["windows"]) == 7 and all(w["params"]["fast"] < w["params"]["slow"] for w in out["windows"])
+    assert out["in_sample_metrics"]["sharpe"] is not None
+    assert main([*base]) == 0  # unfitted: run as constructed, and said so
+    assert json.loads(capsys.readouterr().out)["fitted"].startswith("no")
+    assert main([*base, "--train-bars", "500"]) == 2
+    assert "both train_bars and test_bars" in one_error_line(capsys.readouterr().err)
 
 
 def test_backtest_annualizes_by_the_calendar_and_flags_fill_close(

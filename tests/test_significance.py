@@ -129,6 +129,18 @@ def test_holm_matches_statsmodels_and_adjust_keeps_the_raw_p() -> None:
     assert all(a.p_adjusted >= a.p_value for a in adjusted)
 
 
+def test_a_test_with_too_few_resamples_for_its_family_says_it_cannot_pass() -> None:
+    """Holm over 60 tests needs p < 0.05 / 60; 999 resamples cannot give less than 0.001."""
+    r = np.random.default_rng(4).normal(0.002, 0.01, 2000)  # a strong effect: raw p at its floor
+    few = [mean_return_test(r, HOURS_PER_YEAR, seed=s, n_boot=999) for s in range(60)]
+    assert all(t.p_value == pytest.approx(1 / 1000) for t in few)
+    flagged = adjust(few)
+    assert all("cannot reach adjusted p < 0.05" in t.note for t in flagged)
+    assert not any(t.significant() for t in flagged)
+    enough = adjust([mean_return_test(r, HOURS_PER_YEAR, seed=s, n_boot=4999) for s in range(60)])
+    assert all(t.note == "" and t.significant() for t in enough)
+
+
 def test_bad_input_is_a_clear_error() -> None:
     r = np.random.default_rng(0).normal(size=50)
     with pytest.raises(ValueError, match="paired bar by bar"):

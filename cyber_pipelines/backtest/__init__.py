@@ -12,9 +12,11 @@ from cyber_pipelines.backtest.metrics import METRIC_NAMES, SHARPE_FORMULA
 from cyber_pipelines.backtest.significance import ClaimTest, mean_return_test, sharpe_difference_test
 from cyber_pipelines.backtest.strategies import (
     CrossMoat,
+    MoatOnly,
     RuleOfThree,
     SmaAbove,
     SmaCross,
+    SmaGrid,
     Strategy,
     run_strategy,
     walk_forward,
@@ -44,22 +46,27 @@ __all__ = [
     "walk_forward",
 ]
 
+_ACTIVITY_PARAMS = {
+    "enter_confidence": False,
+    "exit_confidence": False,
+    "quorum": False,
+    "min_hold_bars": True,
+    "activity_weight": False,
+    "activity_window": True,
+    "activity_delay": True,
+    "activity_sign": True,
+}
 # strategy name -> (class, {parameter: must be an integer})
 STRATEGIES: dict[str, tuple[type, dict[str, bool]]] = {
     "sma_cross": (SmaCross, {"fast": True, "slow": True}),
     "sma_above": (SmaAbove, {"fast": True, "slow": True}),
-    "rule_of_three": (RuleOfThree, {"enter_confidence": False, "exit_confidence": False, "quorum": False}),
-    "cross_moat": (
-        CrossMoat,
-        {
-            "enter_confidence": False,
-            "exit_confidence": False,
-            "quorum": False,
-            "activity_weight": False,
-            "activity_window": True,
-            "activity_delay": True,
-        },
+    "rule_of_three": (
+        RuleOfThree,
+        {"enter_confidence": False, "exit_confidence": False, "quorum": False, "min_hold_bars": True},
     ),
+    "cross_moat": (CrossMoat, _ACTIVITY_PARAMS),
+    "moat_only": (MoatOnly, _ACTIVITY_PARAMS),
+    "sma_grid": (SmaGrid, {}),
 }
 
 
@@ -101,6 +108,8 @@ def backtest_csv(
     date_format: str | None = None,
     calendar: str | None = None,
     bars_per_year: float | None = None,
+    train_bars: int | None = None,
+    test_bars: int | None = None,
 ) -> dict[str, object]:
     """Backtest an OHLCV CSV with a named strategy; JSON-able metrics, trade count and final equity.
 
@@ -110,6 +119,12 @@ def backtest_csv(
     sample under a year: ``annualized_note`` says why). ``calendar`` ("24/7" or "equities") or
     ``bars_per_year`` set the annualization; by default the calendar is inferred from the timestamps
     (``engine.infer_calendar``). ``fill_note`` flags the optimistic ``fill="close"``.
+
+    With ``train_bars`` and ``test_bars`` the strategy is fitted walk-forward and the figures are out
+    of sample (with each window's fitted parameters and the in-sample figures beside them); without,
+    it runs once over the whole file as constructed: a fixed rule (sma_cross) is then exact, a fitted
+    one runs unfitted (the TA teams calibrate on their trailing bars, the activity team abstains,
+    sma_grid holds nothing) and ``fitted`` says so.
     """
     from cyber_pipelines.features.indicators import add_indicators
     from cyber_pipelines.features.ohlcv_csv import read_ohlcv_csv
@@ -128,7 +143,16 @@ def backtest_csv(
     if candles.height < 2:
         raise ValueError(f"{path}: need at least 2 candles to backtest, got {candles.height}")
     features = candles if isinstance(strategy, SmaCross) else add_indicators(candles)
-    result = run_strategy(strategy, features, config)
+    if (train_bars is None) != (test_bars is None):
+        raise ValueError("give both train_bars and test_bars (walk-forward) or neither")
+    windows: list[dict[str, object]] = []
+    in_sample: dict[str, float | int | None] | None = None
+    if train_bars is not None and test_bars is not None:
+        run = walk_forward(strategy, features, train_bars, test_bars, config)
+        result, windows = run.oos, run.windows
+        in_sample = {k: _json_number(v) for k, v in run.in_sample.metrics.items()}
+    else:
+        result = run_strategy(strategy, features, config)
     metrics: dict[str, float | int | None] = {k: _json_number(v) for k, v in result.metrics.items()}
     metrics["n_trades"] = int(result.metrics["n_trades"])
     ts: pl.Series = result.equity["timestamp"]
@@ -148,7 +172,10 @@ def backtest_csv(
         "calendar": result.calendar,
         "years": result.years,
         "annualized_note": result.annualized_note,
+        "fitted": "walk-forward, out of sample" if windows else "no (run as constructed over the whole file)",
         "metrics": metrics,
+        "in_sample_metrics": in_sample,
+        "windows": windows,
         "n_trades": metrics["n_trades"],
         "final_equity": metrics["final_equity"],
         "sharpe_formula": SHARPE_FORMULA,

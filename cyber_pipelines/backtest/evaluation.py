@@ -35,7 +35,7 @@ from cyber_pipelines.backtest.engine import (
     infer_calendar,
     run_backtest,
 )
-from cyber_pipelines.backtest.references import NO_STOPS, buy_and_hold_targets, random_entry_null, rank_test
+from cyber_pipelines.backtest.references import N_DRAWS, NO_STOPS, buy_and_hold_targets, random_entry_null, rank_test
 from cyber_pipelines.backtest.significance import (
     ALPHA,
     N_BOOT,
@@ -44,7 +44,7 @@ from cyber_pipelines.backtest.significance import (
     mean_return_test,
     sharpe_difference_test,
 )
-from cyber_pipelines.backtest.strategies import CrossMoat, RuleOfThree, SmaGrid, Strategy, walk_forward
+from cyber_pipelines.backtest.strategies import CrossMoat, MoatOnly, RuleOfThree, SmaGrid, Strategy, walk_forward
 
 BASELINE = "rule_of_three"
 BUY_AND_HOLD = "buy_and_hold"
@@ -54,9 +54,15 @@ HOURS_PER_DAY = 24
 
 
 def default_strategies(config: BacktestConfig, min_hold_bars: int = 1) -> list[Strategy]:
-    """The TA-only baseline ``rule_of_three``, ``cross_moat`` (TA + activity, fitted walk-forward) and
-    ``sma_grid`` (the SMA pair of the best training Sharpe, with ``config``'s costs)."""
-    return [RuleOfThree(min_hold_bars=min_hold_bars), CrossMoat(min_hold_bars=min_hold_bars), SmaGrid(config=config)]
+    """The TA-only baseline ``rule_of_three``, ``cross_moat`` (TA + activity, fitted walk-forward),
+    ``moat_only`` (the activity team alone) and ``sma_grid`` (the SMA pair of the best training Sharpe,
+    with ``config``'s costs)."""
+    return [
+        RuleOfThree(min_hold_bars=min_hold_bars),
+        CrossMoat(min_hold_bars=min_hold_bars),
+        MoatOnly(min_hold_bars=min_hold_bars),
+        SmaGrid(config=config),
+    ]
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ def evaluate_pair(
     train_bars: int,
     test_bars: int,
     n_boot: int = N_BOOT,
-    draws: int = 500,
+    draws: int = N_DRAWS,
     seed: int = 0,
     alpha: float = ALPHA,
 ) -> PairEvaluation:
@@ -239,7 +245,7 @@ def evaluate_pair(
         )
     # Holm over every test of the pair (one family)
     flat = [(name, t) for name, rep in reports.items() for t in rep.tests]
-    adjusted = adjust([t for _, t in flat])
+    adjusted = adjust([t for _, t in flat], alpha)
     for name in reports:
         mine = [a for (n, _), a in zip(flat, adjusted, strict=True) if n == name]
         reports[name] = replace(reports[name], tests=mine)

@@ -154,7 +154,7 @@ def evaluate_portfolio(
     keyed: list[tuple[str, str, ClaimTest]] = [
         (pair, name, t) for pair, p in pairs.items() for name, rep in p.strategies.items() for t in rep.tests
     ] + [("portfolio", name, t) for name, rep in portfolio.items() for t in rep.tests]
-    adjusted = adjust([t for _, _, t in keyed])
+    adjusted = adjust([t for _, _, t in keyed], alpha)
 
     def tests_of(pair: str, name: str) -> list[ClaimTest]:
         return [a for (p, n, _), a in zip(keyed, adjusted, strict=True) if (p, n) == (pair, name)]

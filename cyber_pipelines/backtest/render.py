@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
+from datetime import timedelta
 
 import polars as pl
 
 from cyber_pipelines.backtest.evaluation import BUY_AND_HOLD, REFERENCES, StrategyReport
-from cyber_pipelines.backtest.metrics import SHARPE_FORMULA
+from cyber_pipelines.backtest.metrics import SHARPE_FORMULA, annualized_unavailable_reason
 from cyber_pipelines.backtest.significance import BOTH_NEGATIVE
 from cyber_pipelines.report import markdown_table
 
@@ -79,8 +80,11 @@ def strategy_table(reports: Mapping[str, StrategyReport], buy_and_hold: Mapping[
     return markdown_table(pl.DataFrame(rows))
 
 
-def notes(reports: Mapping[str, StrategyReport], fill: str, span_note: str = "") -> list[str]:
-    """How to read the table: the methods, the notes of individual tests, the fill warning."""
+def notes(reports: Mapping[str, StrategyReport], fill: str, span: timedelta | None = None) -> list[str]:
+    """How to read the table: the methods, the notes of individual tests, the fill warning, and why
+    CAGR and Calmar are missing when the out-of-sample ``span`` is under a year."""
+    reason = annualized_unavailable_reason(span) if span is not None else None
+    span_note = f"CAGR and Calmar are not reported (n/a): {reason}." if reason else ""
     out = [
         "Out of sample: each strategy is fitted walk-forward on past bars only; 'in-sample net' is the same "
         "strategy fitted on the whole table and traded on it (what tuning in sample would claim).",

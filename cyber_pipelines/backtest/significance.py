@@ -43,7 +43,7 @@ import numpy as np
 from cyber_pipelines.multiple_testing import holm
 
 ALPHA = 0.05
-N_BOOT = 999
+N_BOOT = 4999  # the smallest p is 1 / 5000: Holm over ~100 tests can still go below 0.05
 BOTH_NEGATIVE = "both Sharpe ratios are negative: the difference measures losing less, not gaining"
 MIN_BARS = 30
 _CHUNK = 2_000_000  # array elements per bootstrap pass
@@ -302,7 +302,22 @@ def sharpe_difference_test(
     )
 
 
-def adjust(tests: Sequence[ClaimTest]) -> list[ClaimTest]:
-    """The tests with ``p_adjusted`` set by Holm over all of them (one family)."""
+def adjust(tests: Sequence[ClaimTest], alpha: float = ALPHA) -> list[ClaimTest]:
+    """The tests with ``p_adjusted`` set by Holm over all of them (one family).
+
+    A resampled p-value is at least ``1 / (resamples + 1)`` and Holm multiplies the smallest by the
+    family's size, so a test with too few resamples for its family could never pass: its note says so
+    (raise ``n_boot`` or the random draws) instead of letting a gate that cannot open look like an answer."""
     adjusted: list[float] = [float(a) for a in holm([t.p_value for t in tests])]
-    return [replace(t, p_adjusted=a) for t, a in zip(tests, adjusted, strict=True)]
+    m = sum(1 for t in tests if math.isfinite(t.p_value))
+    out = []
+    for t, a in zip(tests, adjusted, strict=True):
+        note = t.note
+        if t.n_boot and m * (1.0 / (t.n_boot + 1)) >= alpha:
+            short = (
+                f"cannot reach adjusted p < {alpha:g}: {t.n_boot} resamples give p >= {1 / (t.n_boot + 1):.4f}, "
+                f"Holm over {m} tests needs p < {alpha / m:.5f}"
+            )
+            note = f"{note}; {short}" if note else short
+        out.append(replace(t, p_adjusted=a, note=note))
+    return out

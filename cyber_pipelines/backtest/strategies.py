@@ -48,6 +48,9 @@ uncontested. A contested bar (both sides reach the quorum) opens and closes noth
 ``hold_at_least(positions, min_hold_bars)`` keeps every new position (flat included) for at least
 ``min_hold_bars`` bars, a minimum holding period that bounds turnover.
 
+MoatOnly: the activity team alone (fitted as in CrossMoat), so the moat signal's own return after
+costs shows apart from the TA teams' turnover.
+
 SmaGrid: the SmaCross of a (fast, slow) grid with the best net Sharpe on the training window (one
 vectorized sweep per fit), traded on the next.
 """
@@ -532,6 +535,23 @@ class CrossMoat(RuleOfThree):
             return [*super().votes(features), Vote(np.zeros(features.height), np.zeros(features.height), 0.0)]
         activity = activity_vote(features, int(used["window"]), float(used["weight"]), int(used["delay"]), used["sign"])
         return [*super().votes(features), activity]
+
+
+@dataclass
+class MoatOnly(CrossMoat):
+    """The activity team alone, fitted as in ``CrossMoat``: a burst in the fitted direction opens a
+    position (at full weight, whatever its evidence level) held while the burst is within the window;
+    no TA team votes. Without evidence on the training window it holds nothing. It isolates what the
+    moat signal earns after costs from the TA teams' turnover."""
+
+    name: str = "moat_only"
+
+    def votes(self, features: pl.DataFrame) -> list[Vote]:
+        used = self.activity()
+        if used is None or used["sign"] == 0 or used["weight"] == 0:
+            _columns(features, ["activity_score"], "activity vote")
+            return [Vote(np.zeros(features.height), np.zeros(features.height), 0.0)]
+        return [activity_vote(features, int(used["window"]), self.quorum, int(used["delay"]), used["sign"])]
 
 
 @dataclass
