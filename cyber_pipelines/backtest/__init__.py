@@ -22,6 +22,7 @@ from cyber_pipelines.backtest.strategies import (
     walk_forward,
 )
 from cyber_pipelines.backtest.sweep import backtest_grid, sweep_sma_cross
+from cyber_pipelines.jsonable import jsonable
 
 __all__ = [
     "METRIC_NAMES",
@@ -92,10 +93,6 @@ def make_strategy(name: str, params: dict[str, float] | None = None) -> Strategy
     return strategy
 
 
-def _json_number(value: float) -> float | int | None:
-    return value if math.isfinite(value) else None
-
-
 def backtest_csv(
     path: str | Path,
     strategy_name: str,
@@ -150,10 +147,11 @@ def backtest_csv(
     if train_bars is not None and test_bars is not None:
         run = walk_forward(strategy, features, train_bars, test_bars, config)
         result, windows = run.oos, run.windows
-        in_sample = {k: _json_number(v) for k, v in run.in_sample.metrics.items()}
+        in_sample = jsonable(run.in_sample.metrics)
+        in_sample["n_trades"] = int(run.in_sample.metrics["n_trades"])
     else:
         result = run_strategy(strategy, features, config)
-    metrics: dict[str, float | int | None] = {k: _json_number(v) for k, v in result.metrics.items()}
+    metrics: dict[str, float | int | None] = jsonable(result.metrics)
     metrics["n_trades"] = int(result.metrics["n_trades"])
     ts: pl.Series = result.equity["timestamp"]
     return {
