@@ -709,3 +709,69 @@ def test_backtest_annualizes_by_the_calendar_and_flags_fill_close(
     with pytest.raises(SystemExit):
         main([*base, "--calendar", "24/7", "--bars-per-year", "1000"])  # one or the other
     capsys.readouterr()
+
+
+# --- sweep: the best of an SMA grid after data snooping ----------------------------------------------
+def goog_csv() -> str:
+    import backtesting
+
+    return str(Path(backtesting.__file__).parent / "test" / "GOOG.csv")
+
+
+def test_sweep_names_the_best_pair_and_tests_it_with_spa(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--help"])
+    assert exc.value.code == 0 and "START:STOP[:STEP]" in capsys.readouterr().out
+    base = ["sweep", "--data", goog_csv(), "--fast", "5:20:5", "--slow", "20,40,60", "--reps", "200"]
+    assert main([*base, "--benchmark", "buy_and_hold", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert (out["ok"], out["command"], out["benchmark"], out["rule"]) == (True, "sweep", "buy_and_hold", "cross")
+    assert out["fast"] == [5, 10, 15, 20] and out["slow"] == [20, 40, 60] and out["n_members"] == 11
+    assert out["best_fast"] < out["best_slow"] and out["best_slow"] in (20, 40, 60)
+    assert out["best_sharpe"] == out["best_metrics"]["sharpe"] and out["benchmark_sharpe"] is not None
+    assert 0 <= out["spa_lower"] <= out["spa_consistent"] <= out["spa_upper"] <= 1 and 0 < out["naive_p"] <= 1
+    assert out["verdict"].startswith("the best of 11 pairs") and "buy_and_hold after data snooping" in out["verdict"]
+    assert out["calendar"] == "equities" and out["bars"] == out["candles"] - 1 == 2147
+    assert "sweeping 11 pairs" in captured.err  # progress on stderr, results on stdout
+
+    assert main(base) == 0  # the text report: best pair, metrics, SPA p-values beside the naive p, a verdict
+    text = capsys.readouterr().out
+    assert text.startswith("best of 11 pairs (cross): sma(")
+    assert "SPA vs cash: lower p" in text and "consistent p" in text and "naive" in text
+    assert text.strip().splitlines()[-1].startswith("verdict: the best of 11 pairs")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fast", "5:x", "--slow", "10:20"], "expected START:STOP[:STEP]"),
+        (["--fast", "20:5", "--slow", "10:20"], "got '20:5'"),
+        (["--fast", "5", "--slow", "0:10:2"], "windows >= 1"),
+        (["--fast", "5:10:0", "--slow", "20"], "got '5:10:0'"),
+        (["--fast", "30", "--slow", "10:20"], "no fast < slow"),
+        (["--fast", "5", "--slow", "5000"], "too few for an SMA of 5000 bars"),
+        (["--fast", "5", "--slow", "20", "--benchmark", "rule_of_three"], "invalid choice"),
+    ],
+)
+def test_sweep_refuses_bad_ranges_in_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        rc = main(["sweep", "--data", goog_csv(), *args])
+    except SystemExit as exc:  # argparse: usage errors
+        rc = int(exc.code or 0)
+    assert rc == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line
+    if "too few" in message:
+        assert "GOOG.csv" in line  # names the file
+
+
+def test_sweep_names_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.csv"
+    assert main(["sweep", "--data", str(missing), "--fast", "5", "--slow", "20", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert str(missing) in one_error_line(captured.err)
+    failed = json.loads(captured.out)
+    assert failed["ok"] is False and failed["command"] == "sweep" and "missing.csv" in failed["error"]

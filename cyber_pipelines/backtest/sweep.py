@@ -6,11 +6,16 @@ fills, the price of the fill that opened the current segment (forward-filled wit
 ``np.maximum.accumulate``), one equity factor per fill (cost and growth since the previous fill),
 a cumulative product down the bars, and the mark to each close. Stop losses are path-dependent and
 are only supported by ``engine.run_backtest``.
+
+``backtest_grid_returns`` and ``sweep_sma_returns`` also give every column's per-bar net returns
+(``metrics.bar_returns`` of the same equity the metrics come from), for tests over the whole grid such
+as Hansen's SPA (``snooping.best_of_grid``); the metrics-only functions never build that matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -22,7 +27,7 @@ from cyber_pipelines.backtest.engine import (
     fill_cost_factor,
     ohlc_arrays,
 )
-from cyber_pipelines.backtest.metrics import METRIC_NAMES, all_metrics
+from cyber_pipelines.backtest.metrics import METRIC_NAMES, all_metrics, bar_returns
 
 _CHUNK = 256  # columns per pass: keeps the (bars x chunk) temporaries small and cache-friendly
 
@@ -90,7 +95,9 @@ def _grid_chunk(
     bpy: float,
     years: float | None = None,
     periods: int | None = None,
-) -> dict[str, np.ndarray]:
+    with_returns: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Metrics of each weight column and, with ``with_returns``, the per-bar returns of its equity."""
     n, m = weights.shape
     prev_w = np.empty_like(weights)
     prev_w[0] = 0.0
@@ -125,7 +132,39 @@ def _grid_chunk(
     pnl = exit_eq[np.argsort(exit_run, kind="stable")] - closed[start]
     notional = np.abs(w[start]) * after[bar[start], run[start]]
     ret = pnl / np.where(notional > 0, notional, np.inf)
-    return all_metrics(equity, weights, pnl, ret, run[start], e0, bpy, years=years, periods=periods)
+    metrics = all_metrics(equity, weights, pnl, ret, run[start], e0, bpy, years=years, periods=periods)
+    return metrics, (bar_returns(equity) if with_returns else None)
+
+
+def _backtest_grid(
+    open_: np.ndarray,
+    close: np.ndarray,
+    targets: np.ndarray,
+    config: BacktestConfig,
+    bars_per_year: float,
+    years: float | None,
+    periods: int | None,
+    with_returns: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    if config.stop_loss is not None:
+        raise ValueError("stop_loss is path-dependent: run those backtests with engine.run_backtest")
+    targets = np.asarray(targets, dtype=float)
+    if targets.ndim != 2:
+        raise ValueError(f"targets must be 2-D (bars x runs), got shape {targets.shape}")
+    n = close.size
+    weights = executed_weights(targets, n, config)
+    fill_price = open_ if config.fill == "next_open" else close
+    c, e0 = config.cost_rate, config.initial_cash
+    parts = [
+        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], c, e0, bars_per_year, years, periods, with_returns)
+        for i in range(0, weights.shape[1], _CHUNK)
+    ]
+    metrics = {name: np.concatenate([p[name] for p, _ in parts]) for name in METRIC_NAMES}
+    if not with_returns:
+        return metrics, None
+    chunks = [r for _, r in parts if r is not None]
+    returns = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
+    return metrics, returns
 
 
 def backtest_grid(
@@ -141,20 +180,37 @@ def backtest_grid(
     """Metrics (name -> one value per column) of every target-position column (bars x runs).
 
     ``years`` and ``periods`` as in ``metrics.equity_metrics`` (``engine.annualization`` gives them)."""
-    if config.stop_loss is not None:
-        raise ValueError("stop_loss is path-dependent: run those backtests with engine.run_backtest")
-    targets = np.asarray(targets, dtype=float)
-    if targets.ndim != 2:
-        raise ValueError(f"targets must be 2-D (bars x runs), got shape {targets.shape}")
-    n = close.size
-    weights = executed_weights(targets, n, config)
-    fill_price = open_ if config.fill == "next_open" else close
-    c, e0 = config.cost_rate, config.initial_cash
-    parts = [
-        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], c, e0, bars_per_year, years, periods)
-        for i in range(0, weights.shape[1], _CHUNK)
-    ]
-    return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}
+    metrics, _ = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, False)
+    return metrics
+
+
+def backtest_grid_returns(
+    open_: np.ndarray,
+    close: np.ndarray,
+    targets: np.ndarray,
+    config: BacktestConfig,
+    bars_per_year: float,
+    *,
+    years: float | None = None,
+    periods: int | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``backtest_grid``'s metrics and every column's per-bar net returns (bars - 1 x runs): the
+    returns of the very equity curves the metrics come from (``engine.BacktestResult.returns``)."""
+    metrics, returns = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, True)
+    assert returns is not None
+    return metrics, returns
+
+
+@dataclass(frozen=True)
+class SmaSweep:
+    """A sweep's table (one row per (fast, slow) pair, as ``sweep_sma_cross``) and the per-bar net
+    returns of every pair (bars - 1 x pairs, column j = row j of the table), with the annualization."""
+
+    table: pl.DataFrame
+    returns: np.ndarray
+    bars_per_year: float
+    years: float | None
+    periods: int | None
 
 
 def sweep_sma_cross(
@@ -174,6 +230,29 @@ def sweep_sma_cross(
     bars_per_year`` years). A frame is annualized like ``engine.run_backtest``. Returns one row per pair:
     fast, slow and every metric of ``metrics.METRIC_NAMES``.
     """
+    return _sweep(data, fast_values, slow_values, config, rule, with_returns=False).table
+
+
+def sweep_sma_returns(
+    data: pl.DataFrame | Mapping[str, np.ndarray],
+    fast_values: Iterable[int],
+    slow_values: Iterable[int],
+    config: BacktestConfig | None = None,
+    rule: str = "cross",
+) -> SmaSweep:
+    """``sweep_sma_cross`` plus every pair's per-bar net returns (``SmaSweep.returns``), by the same
+    arithmetic as the metrics; memory grows as bars x pairs (8 bytes each)."""
+    return _sweep(data, fast_values, slow_values, config, rule, with_returns=True)
+
+
+def _sweep(
+    data: pl.DataFrame | Mapping[str, np.ndarray],
+    fast_values: Iterable[int],
+    slow_values: Iterable[int],
+    config: BacktestConfig | None,
+    rule: str,
+    with_returns: bool,
+) -> SmaSweep:
     config = config or BacktestConfig()
     if rule not in SMA_RULES:
         raise ValueError(f"rule must be one of {sorted(SMA_RULES)}, got {rule!r}")
@@ -203,15 +282,19 @@ def sweep_sma_cross(
     fast_idx = np.array([col[f] for f, _ in pairs])
     slow_idx = np.array([col[s] for _, s in pairs])
     metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    returns = np.empty((close.size - 1, len(pairs))) if with_returns else np.empty((close.size - 1, 0))
     for i in range(0, len(pairs), _CHUNK):  # build targets per chunk to bound memory
         targets = make_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
-        part = backtest_grid(open_, close, targets, config, bpy, years=years, periods=periods)
+        part, part_returns = _backtest_grid(open_, close, targets, config, bpy, years, periods, with_returns)
         for name in METRIC_NAMES:
             metrics[name].append(part[name])
-    return pl.DataFrame(
+        if part_returns is not None:
+            returns[:, i : i + part_returns.shape[1]] = part_returns
+    table = pl.DataFrame(
         {
             "fast": np.array([f for f, _ in pairs], dtype=np.int64),
             "slow": np.array([s for _, s in pairs], dtype=np.int64),
             **{name: np.concatenate(vals) for name, vals in metrics.items()},
         }
     )
+    return SmaSweep(table, returns, bpy, years, periods)
