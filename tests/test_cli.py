@@ -178,6 +178,7 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
         ["export", "github-activity"],
         ["features"],
         ["backtest"],
+        ["sweep"],
         ["demo"],
         ["ui"],
     ):

@@ -15,6 +15,7 @@ and the portfolio's, raw and adjusted p side by side.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,6 +58,12 @@ class PortfolioEvaluation:
     @property
     def names(self) -> list[str]:
         return list(self.strategies)
+
+
+def _mean_of_known(values: list[float]) -> float:
+    """The mean of the finite values; NaN when none is (e.g. the holding time of a strategy that never traded)."""
+    known = [v for v in values if math.isfinite(v)]
+    return float(np.mean(known)) if known else math.nan
 
 
 def _check_compatible(pairs: Mapping[str, PairEvaluation]) -> PairEvaluation:
@@ -129,7 +136,7 @@ def evaluate_portfolio(
         out = {k: stats[k] for k in METRIC_NAMES}
         if name != BUY_AND_HOLD:
             for extra in ("gross_return", "cost_drag", "turnover_per_year", "avg_hold_hours"):
-                out[extra] = float(np.nanmean([p.strategies[name].oos[extra] for p in pairs.values()]))
+                out[extra] = _mean_of_known([p.strategies[name].oos[extra] for p in pairs.values()])
         return out
 
     portfolio: dict[str, StrategyReport] = {}
@@ -147,7 +154,7 @@ def evaluate_portfolio(
         tests = reference_tests(name, r, returns[BUY_AND_HOLD], returns[BASELINE], random, bpy, **options)
         # in sample: the pairs' mean (each fitted on its whole table), labelled as such in the report
         in_sample = {
-            "total_return": float(np.nanmean([p.strategies[name].in_sample["total_return"] for p in pairs.values()]))
+            "total_return": _mean_of_known([p.strategies[name].in_sample["total_return"] for p in pairs.values()])
         }
         portfolio[name] = StrategyReport(name=name, windows=[], in_sample=in_sample, oos=metrics_of(name), tests=tests)
     # One family: every pair's tests and the portfolio's.
