@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -103,50 +103,31 @@ def _repos(text: str) -> list[str]:
     return list(dict.fromkeys(repos))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _number(kind: Callable[[str], float], minimum: float, strict: bool, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, finite and ``> minimum`` (``strict``) or ``>= minimum``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, 1, False, "a whole number >= 1")
+_non_negative_int = _number(int, 0, False, "a whole number >= 0")
+_non_negative_float = _number(float, 0.0, False, "a finite number >= 0")
+_positive_float = _number(float, 0.0, True, "a number > 0")
 
 
 def _sign(text: str) -> int:
     if text.strip() not in ("1", "+1", "-1"):
         raise argparse.ArgumentTypeError(f"expected +1 or -1, got {text!r}")
     return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def _param(text: str) -> tuple[str, float]:
@@ -1010,8 +991,31 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--date-format", default=None, help=date_format_help)
     features.set_defaults(func=cmd_features)
 
-    backtest = sub.add_parser("backtest", parents=[common, reports], help="backtest a strategy on any OHLCV CSV")
-    backtest.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
+    # What backtest and sweep share: an OHLCV CSV, its costs, fills and annualization.
+    market_csv = _Parser(add_help=False)
+    market_csv.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
+    market_csv.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
+    market_csv.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")
+    market_csv.add_argument(
+        "--fill",
+        choices=("next_open", "close"),
+        default="next_open",
+        help="next_open (default) or close: optimistic, fills at the price that completed the signal",
+    )
+    annualize = market_csv.add_mutually_exclusive_group()
+    annualize.add_argument(
+        "--calendar",
+        choices=("24/7", "equities"),
+        default=None,
+        help="annualize by this calendar: 24/7 (8766 hours a year) or equities (252 sessions); "
+        "default: equities for weekday-only daily bars, else 24/7",
+    )
+    annualize.add_argument("--bars-per-year", type=_positive_float, default=None, help="annualize with N bars a year")
+    market_csv.add_argument("--date-format", default=None, help=date_format_help)
+
+    backtest = sub.add_parser(
+        "backtest", parents=[common, reports, market_csv], help="backtest a strategy on any OHLCV CSV"
+    )
     backtest.add_argument(
         "--strategy",
         required=True,
@@ -1021,31 +1025,13 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--train-bars", type=_positive_int, default=None, help="walk-forward: rows each fit sees")
     backtest.add_argument("--test-bars", type=_positive_int, default=None, help="walk-forward: rows traded per fit")
     backtest.add_argument("--param", type=_param, action="append", default=[], help="NAME=VALUE, repeatable")
-    backtest.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
-    backtest.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")
-    backtest.add_argument(
-        "--fill",
-        choices=("next_open", "close"),
-        default="next_open",
-        help="next_open (default) or close: optimistic, fills at the price that completed the signal",
-    )
-    annualize = backtest.add_mutually_exclusive_group()
-    annualize.add_argument(
-        "--calendar",
-        choices=("24/7", "equities"),
-        default=None,
-        help="annualize by this calendar: 24/7 (8766 hours a year) or equities (252 sessions); "
-        "default: equities for weekday-only daily bars, else 24/7",
-    )
-    annualize.add_argument("--bars-per-year", type=_positive_float, default=None, help="annualize with N bars a year")
     backtest.add_argument("--stop-loss", type=float, default=None, help="exit at this fraction against the position")
     backtest.add_argument("--size", type=float, default=1.0, help="position size multiplier (probation: 0.5, 0.25)")
-    backtest.add_argument("--date-format", default=None, help=date_format_help)
     backtest.set_defaults(func=cmd_backtest)
 
     sweep = sub.add_parser(
         "sweep",
-        parents=[common, reports],
+        parents=[common, reports, market_csv],
         help="sweep an SMA grid on any OHLCV CSV; does its best pair beat a benchmark after data snooping?",
         description=(
             "Backtest every SMA pair with fast < slow, name the best by Sharpe, and test the whole grid with "
@@ -1053,34 +1039,14 @@ def build_parser() -> argparse.ArgumentParser:
             "best alone is shown beside it."
         ),
     )
-    sweep.add_argument("--data", type=Path, required=True, help="CSV with Date/timestamp, Open..Volume")
     sweep.add_argument("--fast", type=_windows, required=True, help="fast SMA windows: START:STOP[:STEP] or N,N,...")
     sweep.add_argument("--slow", type=_windows, required=True, help="slow SMA windows: START:STOP[:STEP] or N,N,...")
     sweep.add_argument(
         "--rule", choices=("cross", "above"), default="cross", help="trade crossings (default) or hold while above"
     )
     sweep.add_argument("--benchmark", choices=("cash", "buy_and_hold"), default="cash", help="default: cash")
-    sweep.add_argument("--fee", type=float, default=0.0026, help="per side (default 0.0026)")
-    sweep.add_argument("--slippage", type=float, default=0.0010, help="per side (default 0.0010)")
-    sweep.add_argument(
-        "--fill",
-        choices=("next_open", "close"),
-        default="next_open",
-        help="next_open (default) or close: optimistic, fills at the price that completed the signal",
-    )
-    sweep_annualize = sweep.add_mutually_exclusive_group()
-    sweep_annualize.add_argument(
-        "--calendar",
-        choices=("24/7", "equities"),
-        default=None,
-        help="annualize by this calendar (default: equities for weekday-only daily bars, else 24/7)",
-    )
-    sweep_annualize.add_argument(
-        "--bars-per-year", type=_positive_float, default=None, help="annualize with N bars a year"
-    )
     sweep.add_argument("--reps", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
     sweep.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed (default 0)")
-    sweep.add_argument("--date-format", default=None, help=date_format_help)
     sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser(

@@ -2,13 +2,14 @@
 
 - cash: earns 0 every bar (tested by the mean return, ``significance.mean_return_test``);
 - buy-and-hold: long from the first bar of the sample to the last, paying one entry;
-- random entry (``random_entry_test``): the strategy's own trades (their lengths and sides) placed at
-  random start bars, so each draw has the same number of trades, the same turnover and the same
-  exposure, and only the timing differs. The p-value is the rank of the strategy's Sharpe ratio among
-  the draws' (``(1 + #{null >= observed}) / (1 + draws)``); the interval is the observed Sharpe minus
-  the null's ``1 - alpha`` and ``alpha`` quantiles, so its lower bound is above 0 exactly when p < alpha.
-  The draws run through the vectorized grid engine (``sweep.backtest_grid``), with the strategy's
-  costs and fills (stop losses are path-dependent and left out of the null, and said so).
+- random entry (``random_entry_null`` draws, ``rank_test`` judges): the strategy's own trades
+  (their lengths and sides) placed at random start bars, so each draw has the same number of
+  trades, the same turnover and the same exposure, and only the timing differs. The p-value is the
+  rank of the strategy's Sharpe ratio among the draws' (``(1 + #{null >= observed}) / (1 + draws)``);
+  the interval is the observed Sharpe minus the null's ``1 - alpha`` and ``alpha`` quantiles, so its
+  lower bound is above 0 exactly when p < alpha. The draws run through the vectorized grid engine
+  (``sweep.backtest_grid``) with the strategy's costs and fills (stop losses are path-dependent and
+  left out of the null, and said so).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ interval from the *same* studentized statistic, so that they never disagree:
 - against cash: the mean per-bar net return (H0: mean <= 0), reported annualized;
 - against buy-and-hold and the TA-only baseline: the difference of annualized Sharpe ratios
   (Ledoit & Wolf 2008), from the per-bar returns of both on the same bars;
-- against the random-entry null: see ``references.random_entry_test`` (a Monte Carlo rank).
+- against the random-entry null: see ``references.rank_test`` (a Monte Carlo rank).
 
 The bootstrap is the studentized circular block bootstrap (Politis & Romano 1994; Ledoit & Wolf
 2008, section 3.2). The statistic ``theta = f(mean of y_t)`` is a smooth function of per-bar moments
