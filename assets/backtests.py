@@ -84,10 +84,12 @@ def _latest_source(context: dg.AssetExecutionContext, asset: dg.AssetKey, partit
     description=(
         "One pair's strategies fitted walk-forward (train_days of history, then test_days out of sample, "
         "rolled) and judged out of sample: rule_of_three (TA only, the baseline), cross_moat (TA + GitHub/moat "
-        "activity, its lag, window, weight and sign fitted on each training window) and sma_grid (the SMA pair "
-        "of the best training Sharpe). Each is tested against cash, buy-and-hold, a random-entry null with the "
-        "same trades and rule_of_three (studentized bootstrap p-values and intervals, Holm-adjusted), with "
-        "gross return, cost drag, turnover and holding time. Writes `<data>/<source>/backtests/<PAIR>.json` and "
+        "activity, its lag, window, weight and sign fitted on each training window), moat_only (the activity "
+        "team alone) and sma_grid (the SMA pair of the best training Sharpe). Each is tested against cash, "
+        "buy-and-hold, a random-entry null with the same trades and rule_of_three (studentized bootstrap p-values "
+        "and intervals, Holm-adjusted per reference; significant = beats cash and the random null, Holm over the "
+        "verdicts), with gross return, cost drag, turnover and holding time. Writes "
+        "`<data>/<source>/backtests/<PAIR>.json` and "
         "the OOS equity curves to `backtest_equity/<PAIR>.parquet`."
     ),
 )
@@ -171,7 +173,8 @@ def _results_markdown(result: PairEvaluation) -> str:
         "Strategy comparison across every pair with stored backtest results, out of sample: an equal-weight "
         "portfolio per strategy (independent sub-accounts, never rebalanced), its figures and its tests against "
         "cash, buy-and-hold, the pooled random-entry null and rule_of_three, every pair's tests beside it, and "
-        "Holm's adjustment over all of them together (raw and adjusted p). One verdict line per strategy. "
+        "Holm's adjustment over all of them together, per reference and over the verdicts (raw and adjusted p). "
+        "One verdict line per strategy. "
         "Written to `<data>/<source>/backtests/comparison.json`."
     ),
 )
@@ -215,7 +218,7 @@ def strategy_comparison(
         f"Equal-weight portfolio of {len(present)} pair(s) ({PORTFOLIO_KIND}): {', '.join(present)}.\n\n{table}"
         + "\n\n"
         + "\n\n".join(notes(comparison.strategies, next(iter(results.values())).config.fill, ts[-1] - ts[0]))
-        + "\n\nHolm's adjustment runs over every test on this page (pairs and portfolio).\n\n"
+        + "\n\nHolm's adjustments run over every strategy on this page (pairs and portfolio).\n\n"
         + by_pair
     )
     return dg.MaterializeResult(

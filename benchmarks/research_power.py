@@ -1,14 +1,15 @@
 """Size and power of the backtest verdicts across seeds, out of sample, on the realistic synthetic market.
 
-Run: ``.venv/bin/python benchmarks/research_power.py`` (the demo size: 3 pairs x 730 days, slow) or
+Run: ``.venv/bin/python benchmarks/research_power.py`` (the demo size: its 3 pairs x 730 days, slow) or
 smaller, e.g. ``--seeds 10 --pairs ETH/USD --days 365``. For every effect in ``--effects`` and every
 seed, each pair's feature table is built in process from the synthetic candles, GitHub commits and
 moat records exactly as the pipeline builds it (``point_in_time_activity``, ``build_feature_table``),
 and ``evaluate_pair`` fits every default strategy walk-forward (train ``--train-days``, test
 ``--test-days``, rolled; ``min_hold_hours`` as the backtest asset) and tests it out of sample against
-cash, buy-and-hold, the random-entry null and ``rule_of_three`` (Holm over the pair's tests). With more
-than one pair, ``evaluate_portfolio`` adds the portfolio family (Holm over every pair's tests and the
-portfolio's), which is what the demo's verdict lines report.
+cash, buy-and-hold, the random-entry null and ``rule_of_three`` (the pair's family: Holm over its
+strategies' verdicts, and per reference). With more than one pair, ``evaluate_portfolio`` adds the
+portfolio and adjusts every pair's strategies and the portfolio's as one family, which is what the
+demo's verdict lines report.
 
 Prints one JSON line per (effect, strategy, reference) cell: the share of the units (seed x pair for
 ``level: pair``, seeds for ``level: portfolio``) in which the test rejects at adjusted p < alpha, and
@@ -20,8 +21,8 @@ the best lag is within 3 hours of the planted one. The last line is a summary wi
 
 ``--lag`` and ``--sign`` plant another lag and the opposite sign (the strategies know neither: they
 estimate them on each training window). Each p-value has a floor of ``1 / (resamples + 1)``; Holm
-multiplies the smallest by the family size, so the summary line states the smallest adjusted p the
-settings can reach (a size figure at a floor above alpha would be vacuous).
+multiplies the smallest verdict p by the number of verdicts, so the summary line states the smallest
+adjusted p the settings can reach (a size figure at a floor above alpha would be vacuous).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from cyber_pipelines.backtest.evaluation import (
 from cyber_pipelines.backtest.portfolio import evaluate_portfolio
 from cyber_pipelines.backtest.references import N_DRAWS
 from cyber_pipelines.backtest.significance import ALPHA, N_BOOT
-from cyber_pipelines.config import load_repo_map
+from cyber_pipelines.config import load_repo_map, load_settings
 from cyber_pipelines.features.cross_source import build_feature_table, repos_for_asset
 from cyber_pipelines.features.leadlag import SeriesTooShort, lead_lag_for_pair
 from cyber_pipelines.github.activity import build_activity, point_in_time_activity
@@ -62,8 +63,6 @@ from cyber_pipelines.synthetic.market import simulate_ohlcv
 
 ORIGIN = date(2024, 1, 1)
 DEMO_DAYS = 730
-# Pairs whose base asset has configured repos (BTC has none: its activity is empty and cross_moat abstains).
-DEFAULT_PAIRS = ("ETH/USD", "SOL/USD", "DOT/USD")
 HOURS_PER_DAY = 24
 MIN_HOLD_HOURS = 6  # the backtest asset's default
 LEADLAG_BOOT = 199
@@ -166,7 +165,8 @@ def verdicts_of(
 
 
 def family_floor(n_tests: int, n_boot: int, draws: int) -> float:
-    """The smallest Holm-adjusted p that a test can reach: its raw floor times the family size."""
+    """The smallest Holm-adjusted verdict p that a family of ``n_tests`` verdicts can reach: the larger
+    raw floor of its two tests times the family size."""
     return min(1.0, n_tests / (min(n_boot, draws) + 1))
 
 
@@ -206,13 +206,12 @@ def run_seed(
             leads.append(
                 {"significant": found.significant, "near_lag": abs(found.best_lag - lag) <= LAG_TOLERANCE_HOURS}
             )
-    family = sum(len(r.all_tests()) for r in results.values())
     if len(results) > 1:
         portfolio = evaluate_portfolio(results, n_boot=n_boot, seed=seed, alpha=alpha)
         verdicts += verdicts_of(effect, "portfolio", seed, "portfolio", portfolio.strategies, alpha)
-        family += sum(len(r.tests) for r in portfolio.strategies.values())
+        family = next(iter(portfolio.strategies.values())).verdict_family
     else:
-        family = len(next(iter(results.values())).all_tests())
+        family = next(iter(next(iter(results.values())).strategies.values())).verdict_family
     return verdicts, leads, family
 
 
@@ -271,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="seeds per effect (default 10)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--days", type=int, default=DEMO_DAYS, help=f"days of history (default {DEMO_DAYS})")
-    parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated pairs")
+    parser.add_argument(
+        "--pairs",
+        default=",".join(load_settings().pairs),
+        help="comma-separated pairs (default: the demo's, the config's)",
+    )
     parser.add_argument("--effects", default="0,1", help="planted effect sizes, comma-separated (default 0,1)")
     parser.add_argument("--lag", type=int, default=6, help="planted lag in hours (default 6)")
     parser.add_argument("--sign", type=int, choices=(1, -1), default=1, help="planted sign (default +1)")
@@ -308,7 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             verdicts += found
             leads[effect] += lead_rows
-            print(f"effect {effect:g} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            called = ", ".join(f"{v.pair} {v.strategy}" for v in found if v.significant) or "none"
+            print(
+                f"effect {effect:g} seed {seed}: {time.perf_counter() - started:.0f} s; significant: {called}",
+                file=sys.stderr,
+                flush=True,
+            )
     for row in cells(verdicts):
         print(json.dumps(row))
     for effect in effects:
@@ -350,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "n_boot": args.n_boot,
                 "draws": args.draws,
                 "alpha": args.alpha,
-                "holm_family": family,
+                "verdict_family": family,
                 "smallest_reachable_adjusted_p": family_floor(family, args.n_boot, args.draws),
                 "baseline": BASELINE,
                 "wall_s": round(time.perf_counter() - started, 1),

@@ -18,6 +18,8 @@ from cyber_pipelines.backtest.evaluation import (
     BUY_AND_HOLD,
     REFERENCES,
     PairEvaluation,
+    StrategyReport,
+    adjust_family,
     cost_and_turnover,
     default_strategies,
     evaluate_pair,
@@ -26,9 +28,11 @@ from cyber_pipelines.backtest.evaluation import (
 from cyber_pipelines.backtest.portfolio import evaluate_portfolio
 from cyber_pipelines.backtest.references import random_entry_null, random_targets, rank_test, segments
 from cyber_pipelines.backtest.render import OPTIMISTIC_FILL, equity_plot_png, notes, strategy_table, verdict_lines
+from cyber_pipelines.backtest.significance import ALPHA, ClaimTest
 from cyber_pipelines.backtest.store import has_pair, load_comparison, load_pair, save_comparison, save_pair
 from cyber_pipelines.backtest.strategies import RuleOfThree
 from cyber_pipelines.features.indicators import add_indicators
+from cyber_pipelines.jsonable import jsonable
 from cyber_pipelines.storage import TableStore
 
 HOURS_PER_YEAR = 8766.0
@@ -158,9 +162,44 @@ def test_every_strategy_faces_every_reference_out_of_sample(pair_result: PairEva
         assert m["cost_drag"] >= 0 and m["turnover_per_year"] >= 0
         assert "total_return" in rep.in_sample
         assert math.isnan(m["cagr"]) or m["cagr"] > -1  # 105 OOS days: CAGR is not reported
-    # one family: Holm over every test of the pair
-    raw = sorted(t.p_value for _, t in r.all_tests())
-    assert min(t.p_adjusted for _, t in r.all_tests()) == pytest.approx(min(1.0, raw[0] * len(raw)))
+    assert_one_family(list(r.strategies.values()))
+
+
+def assert_one_family(reports: list[StrategyReport]) -> None:
+    """Holm per reference over the reports' tests against it, and Holm over their verdicts (the larger
+    of the cash and random-null p), which alone decide ``significant``."""
+    for ref in REFERENCES:
+        tests = [t for rep in reports if (t := rep.test(ref)) is not None]
+        smallest = min(t.p_value for t in tests)
+        assert min(t.p_adjusted for t in tests) == pytest.approx(min(1.0, smallest * len(tests)))
+    verdicts = [max(rep.test("cash").p_value, rep.test("random_entry").p_value) for rep in reports]  # type: ignore[union-attr]
+    assert [rep.verdict_p for rep in reports] == verdicts
+    assert all(rep.verdict_family == len(reports) for rep in reports)
+    assert min(rep.verdict_p_adjusted for rep in reports) == pytest.approx(min(1.0, min(verdicts) * len(reports)))
+    assert all(rep.significant() == (rep.verdict_p_adjusted < ALPHA) for rep in reports)
+
+
+def test_the_verdict_is_an_intersection_union_test_with_its_own_family() -> None:
+    """Significant needs both tests: the verdict p is the larger raw p, Holm-adjusted over the verdicts;
+    a strategy that beats only cash (or only the null) is never significant, however small that p."""
+
+    def report(name: str, cash: float, null: float) -> StrategyReport:
+        tests = [
+            ClaimTest("cash", "mean_return", 0.1, 0.0, 0.2, cash),
+            ClaimTest("random_entry", "rank", 1, 0, 2, null),
+        ]
+        return StrategyReport(name, windows=[], in_sample={}, oos={"total_return": 0.5}, tests=tests)
+
+    both, only_cash, weak = adjust_family(
+        [report("a", 0.001, 0.004), report("b", 0.0001, 0.6), report("c", 0.02, 0.02)]
+    )
+    assert both.verdict_p == 0.004 and both.verdict_p_adjusted == pytest.approx(0.012)  # smallest of 3: x3
+    assert both.significant() and "verdict p 0.012, Holm over 3 verdicts" in both.verdict()
+    assert not only_cash.significant() and only_cash.verdict_p_adjusted == pytest.approx(0.6)
+    assert only_cash.test("cash").p_adjusted == pytest.approx(0.0003)  # type: ignore[union-attr]
+    assert weak.verdict_p_adjusted == pytest.approx(0.04) and weak.significant()  # Holm: 2 x 0.02
+    again = StrategyReport.from_dict(json.loads(json.dumps(jsonable(both.to_dict()))))
+    assert again.verdict_p_adjusted == pytest.approx(0.012) and again.verdict_family == 3
 
 
 def test_cost_drag_is_the_difference_to_the_same_fills_without_costs() -> None:
@@ -241,11 +280,9 @@ def test_portfolio_is_sub_accounts_and_one_family(pair_result: PairEvaluation, t
             * CONFIG.initial_cash
         )
         assert port.curves[name].to_numpy() == pytest.approx(expected)  # never rebalanced
-    everything = [t for reps in port.pair_reports.values() for rep in reps.values() for t in rep.tests] + [
-        t for rep in port.strategies.values() for t in rep.tests
-    ]
-    smallest = min(t.p_value for t in everything)
-    assert min(t.p_adjusted for t in everything) == pytest.approx(min(1.0, smallest * len(everything)))
+    assert_one_family(
+        [rep for reps in port.pair_reports.values() for rep in reps.values()] + list(port.strategies.values())
+    )
     assert [t.reference for t in port.strategies["cross_moat"].tests] == list(REFERENCES)
     save_comparison(TableStore(tmp_path), "synthetic", port)
     data = load_comparison(TableStore(tmp_path), "synthetic")

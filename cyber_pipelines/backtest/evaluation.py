@@ -10,9 +10,12 @@ what tuning in sample would have claimed. On the same OOS bars each strategy is 
 - a random-entry null with the same trades (timing only, a Monte Carlo rank),
 - the TA-only baseline ``rule_of_three`` (Sharpe difference: the moat signal's increment over TA),
 
-each with its p-value and interval from one studentized statistic (``significance``), and Holm's
-adjustment over all the pair's tests. A strategy is *significant* only when it beats cash and the
-random null after the adjustment; beating ``rule_of_three`` is reported as the increment over TA.
+each with its p-value and interval from one studentized statistic (``significance``). A strategy
+is *significant* only when it beats both cash and the random null: an intersection-union test
+(Berger 1982) whose p-value, the *verdict p*, is the larger of the two raw p-values. Family-wise
+control (``adjust_family``): Holm over the verdicts of every strategy reported together, and, for
+each reference, Holm over every strategy's test against it. Beating ``rule_of_three`` is reported
+as the moat signal's increment over TA.
 
 Each strategy's OOS report also has its gross return (the same fills without costs), cost drag,
 turnover (capital traded per year, one side) and average holding time.
@@ -45,6 +48,7 @@ from cyber_pipelines.backtest.significance import (
     sharpe_difference_test,
 )
 from cyber_pipelines.backtest.strategies import CrossMoat, MoatOnly, RuleOfThree, SmaGrid, Strategy, walk_forward
+from cyber_pipelines.multiple_testing import holm
 
 BASELINE = "rule_of_three"
 BUY_AND_HOLD = "buy_and_hold"
@@ -75,23 +79,38 @@ class StrategyReport:
     oos: dict[str, float]  # the headline: METRIC_NAMES + gross_return, cost_drag, turnover, hold time
     tests: list[ClaimTest]  # one per reference (not against itself)
     random_null_sharpes: list[float] = field(default_factory=list)  # the random-entry draws
+    verdict_p_adjusted: float = math.nan  # ``verdict_p`` after Holm over the verdicts (``adjust_family``)
+    verdict_family: int = 0  # how many verdicts that family holds
 
     def test(self, reference: str) -> ClaimTest | None:
         return next((t for t in self.tests if t.reference == reference), None)
 
+    @property
+    def verdict_p(self) -> float:
+        """The intersection-union p of "beats cash and the random null": the larger of the two raw p."""
+        found = [self.test(r) for r in SIGNIFICANT_AGAINST]
+        if any(t is None or not math.isfinite(t.p_value) for t in found):
+            return math.nan
+        return max(t.p_value for t in found if t is not None)
+
     def significant(self, alpha: float = ALPHA) -> bool:
-        """Beats cash and the random null after the adjustment."""
+        """Beats cash and the random null: the verdict p after the family's adjustment is below ``alpha``
+        (a report stored before verdicts had their own family: both tests' adjusted p below it)."""
+        if math.isfinite(self.verdict_p_adjusted):
+            return self.verdict_p_adjusted < alpha
         found = [self.test(r) for r in SIGNIFICANT_AGAINST]
         return all(t is not None and t.significant(alpha) for t in found)
 
     def verdict(self, alpha: float = ALPHA) -> str:
+        family = f", Holm over {self.verdict_family} verdicts" if self.verdict_family else ""
+        p = f"verdict p {self.verdict_p_adjusted:.3f}{family}" if math.isfinite(self.verdict_p_adjusted) else ""
         if self.significant(alpha):
             base = self.test(BASELINE)
             extra = " and rule_of_three" if base is not None and base.significant(alpha) else ""
-            return f"significant: beats cash and the random null{extra} (adjusted p < {alpha:g})"
+            return f"significant: beats cash and the random null{extra} ({p or 'adjusted p'} < {alpha:g})"
         if self.oos.get("total_return", math.nan) <= 0:
             return "not significant: loses money out of sample"
-        return f"not significant: does not beat both cash and the random null (adjusted p >= {alpha:g})"
+        return f"not significant: does not beat both cash and the random null ({p or 'adjusted p'} >= {alpha:g})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +120,9 @@ class StrategyReport:
             "oos": self.oos,
             "tests": [t.to_dict() for t in self.tests],
             "random_null_sharpes": self.random_null_sharpes,
+            "verdict_p": self.verdict_p,
+            "verdict_p_adjusted": self.verdict_p_adjusted,
+            "verdict_family": self.verdict_family,
             "significant": self.significant(),
             "verdict": self.verdict(),
         }
@@ -117,7 +139,28 @@ class StrategyReport:
             oos=numbers(data["oos"]),
             tests=[ClaimTest.from_dict(t) for t in data["tests"]],
             random_null_sharpes=[float(v) for v in data.get("random_null_sharpes", [])],
+            verdict_p_adjusted=numbers({"p": data.get("verdict_p_adjusted")})["p"],
+            verdict_family=int(data.get("verdict_family") or 0),
         )
+
+
+def adjust_family(reports: Sequence[StrategyReport], alpha: float = ALPHA) -> list[StrategyReport]:
+    """The reports with family-wise adjusted p-values, all of them being reported together.
+
+    For each reference, Holm over every report's test against it (``significance.adjust``: raw and
+    adjusted p side by side); and Holm over the reports' ``verdict_p``, which decides ``significant``.
+    Holm is monotone, so a significant verdict also has both of its tests adjusted below ``alpha``."""
+    tests = [list(rep.tests) for rep in reports]
+    for reference in dict.fromkeys(t.reference for rep in reports for t in rep.tests):
+        where = [(i, j) for i, rep in enumerate(reports) for j, t in enumerate(rep.tests) if t.reference == reference]
+        for (i, j), adjusted in zip(where, adjust([reports[i].tests[j] for i, j in where], alpha), strict=True):
+            tests[i][j] = adjusted
+    verdict_p = [rep.verdict_p for rep in reports]
+    family = sum(1 for p in verdict_p if math.isfinite(p))
+    return [
+        replace(rep, tests=mine, verdict_p_adjusted=float(p), verdict_family=family)
+        for rep, mine, p in zip(reports, tests, holm(verdict_p), strict=True)
+    ]
 
 
 def reference_tests(
@@ -243,12 +286,7 @@ def evaluate_pair(
             tests=tests,
             random_null_sharpes=[float(v) for v in null],
         )
-    # Holm over every test of the pair (one family)
-    flat = [(name, t) for name, rep in reports.items() for t in rep.tests]
-    adjusted = adjust([t for _, t in flat], alpha)
-    for name in reports:
-        mine = [a for (n, _), a in zip(flat, adjusted, strict=True) if n == name]
-        reports[name] = replace(reports[name], tests=mine)
+    reports = dict(zip(reports, adjust_family(list(reports.values()), alpha), strict=True))
     curves = pl.DataFrame({"timestamp": oos_rows["timestamp"]}).with_columns(
         *(pl.Series(name, run.oos.equity["equity"]) for name, run in runs.items()),
         pl.Series(BUY_AND_HOLD, hold.equity["equity"]),

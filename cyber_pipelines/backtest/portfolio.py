@@ -9,8 +9,9 @@ The portfolio's tests: cash (mean return), buy-and-hold and ``rule_of_three`` (S
 the portfolio's per-bar returns, and the random-entry null pooled over the pairs (the mean of the
 pairs' OOS Sharpe ratios against the mean of their random draws, draw by draw).
 
-Family-wise control: Holm over every test reported together, the pairs' (strategy x reference x pair)
-and the portfolio's, raw and adjusted p side by side.
+Family-wise control over everything reported together, every strategy on every pair and on the
+portfolio (``evaluation.adjust_family``): Holm over their verdicts, and per reference Holm over their
+tests against it, raw and adjusted p side by side.
 """
 
 from __future__ import annotations
@@ -28,16 +29,12 @@ from cyber_pipelines.backtest.evaluation import (
     BUY_AND_HOLD,
     PairEvaluation,
     StrategyReport,
+    adjust_family,
     reference_tests,
 )
 from cyber_pipelines.backtest.metrics import METRIC_NAMES, bar_returns, equity_metrics, trade_metrics
 from cyber_pipelines.backtest.references import rank_test
-from cyber_pipelines.backtest.significance import (
-    ALPHA,
-    N_BOOT,
-    ClaimTest,
-    adjust,
-)
+from cyber_pipelines.backtest.significance import ALPHA, N_BOOT
 
 POOLED = "pooled over the pairs: the mean pair Sharpe against the mean of their draws"
 PORTFOLIO_KIND = "independent sub-accounts, equal capital, never rebalanced (no rebalancing cost)"
@@ -157,20 +154,16 @@ def evaluate_portfolio(
             "total_return": _mean_of_known([p.strategies[name].in_sample["total_return"] for p in pairs.values()])
         }
         portfolio[name] = StrategyReport(name=name, windows=[], in_sample=in_sample, oos=metrics_of(name), tests=tests)
-    # One family: every pair's tests and the portfolio's.
-    keyed: list[tuple[str, str, ClaimTest]] = [
-        (pair, name, t) for pair, p in pairs.items() for name, rep in p.strategies.items() for t in rep.tests
-    ] + [("portfolio", name, t) for name, rep in portfolio.items() for t in rep.tests]
-    adjusted = adjust([t for _, _, t in keyed], alpha)
-
-    def tests_of(pair: str, name: str) -> list[ClaimTest]:
-        return [a for (p, n, _), a in zip(keyed, adjusted, strict=True) if (p, n) == (pair, name)]
-
-    pair_reports = {
-        pair: {name: replace(rep, tests=tests_of(pair, name)) for name, rep in p.strategies.items()}
-        for pair, p in pairs.items()
+    # One family: every strategy on every pair and on the portfolio.
+    keyed = [(pair, name, rep) for pair, p in pairs.items() for name, rep in p.strategies.items()] + [
+        ("portfolio", name, rep) for name, rep in portfolio.items()
+    ]
+    adjusted = {
+        (unit, name): rep
+        for (unit, name, _), rep in zip(keyed, adjust_family([rep for _, _, rep in keyed], alpha), strict=True)
     }
-    portfolio = {name: replace(rep, tests=tests_of("portfolio", name)) for name, rep in portfolio.items()}
+    pair_reports = {pair: {name: adjusted[(pair, name)] for name in p.strategies} for pair, p in pairs.items()}
+    portfolio = {name: adjusted[("portfolio", name)] for name in portfolio}
     curves = pl.DataFrame({"timestamp": ts}).with_columns(pl.Series(name, curve) for name, curve in equity.items())
     config = first.config
     label = f"fee {config.fee:.2%} + slippage {config.slippage:.2%} per side, fill {config.fill}"

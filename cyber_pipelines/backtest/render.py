@@ -57,6 +57,7 @@ def strategy_table(reports: Mapping[str, StrategyReport], buy_and_hold: Mapping[
                 "hold h": num(m.get("avg_hold_hours", math.nan), 1),
                 "in-sample net": pct(rep.in_sample.get("total_return", math.nan)),
                 **{f"p {ref}": p_pair(rep, ref) for ref in REFERENCES},
+                "verdict p": p_verdict(rep),
                 "verdict": "**significant**" if rep.significant() else "no",
             }
         )
@@ -74,6 +75,7 @@ def strategy_table(reports: Mapping[str, StrategyReport], buy_and_hold: Mapping[
             "hold h": "",
             "in-sample net": "",
             **{f"p {ref}": "" for ref in REFERENCES},
+            "verdict p": "",
             "verdict": "",
         }
     )
@@ -90,8 +92,10 @@ def notes(reports: Mapping[str, StrategyReport], fill: str, span: timedelta | No
         "strategy fitted on the whole table and traded on it (what tuning in sample would claim).",
         "p columns: raw / Holm-adjusted one-sided p-values against cash (mean return, H0 <= 0), buy-and-hold "
         "and rule_of_three (studentized Sharpe difference, Ledoit-Wolf 2008, circular block bootstrap) and "
-        "the random-entry null (Monte Carlo rank with the same trades). Significant = beats cash and the "
-        "random null after the adjustment; beating rule_of_three is the moat signal's increment over TA.",
+        "the random-entry null (Monte Carlo rank with the same trades), Holm over every strategy's test against "
+        "that reference. Significant = beats cash and the random null: the verdict p (the larger of those two "
+        "raw p, an intersection-union test) is below alpha after Holm over every verdict reported together. "
+        "Beating rule_of_three is the moat signal's increment over TA.",
         f"{SHARPE_FORMULA}.",
     ]
     if span_note:
@@ -122,8 +126,17 @@ def verdict_lines(reports: Mapping[str, StrategyReport]) -> list[str]:
     return lines
 
 
+def p_verdict(report: StrategyReport) -> str:
+    """``raw / adjusted`` verdict p (the larger of the cash and random-null p; adjusted over the verdicts)."""
+    raw, adjusted = report.verdict_p, report.verdict_p_adjusted
+    if not math.isfinite(raw):
+        return ""
+    return f"{raw:.3f} / {adjusted:.3f}" if math.isfinite(adjusted) else f"{raw:.3f}"
+
+
 def numeric_summary(reports: Mapping[str, StrategyReport]) -> dict[str, float]:
-    """``<metric>/<strategy>`` and ``p_adjusted/<reference>/<strategy>``: finite numbers only."""
+    """``<metric>/<strategy>``, ``p_adjusted/<reference>/<strategy>`` and ``p_adjusted/verdict/<strategy>``:
+    finite numbers only."""
     out: dict[str, float] = {}
     for name, rep in reports.items():
         for metric in SUMMARY_METRICS:
@@ -133,6 +146,8 @@ def numeric_summary(reports: Mapping[str, StrategyReport]) -> dict[str, float]:
         for t in rep.tests:
             if math.isfinite(t.p_adjusted):
                 out[f"p_adjusted/{t.reference}/{name}"] = float(t.p_adjusted)
+        if math.isfinite(rep.verdict_p_adjusted):
+            out[f"p_adjusted/verdict/{name}"] = float(rep.verdict_p_adjusted)
     return out
 
 

@@ -25,6 +25,10 @@ PORTFOLIO = "portfolio"
 COMPARISON = "comparison"
 PAIR_KIND = "pair_evaluation"
 COMPARISON_KIND = "strategy_comparison"
+FAMILY = (
+    "every strategy on every pair and on the portfolio: Holm over their verdicts (verdict p = the larger of the raw "
+    "p against cash and the random null), and per reference Holm over their tests against it"
+)
 TRADE_SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.String(),
     "entry_time": pl.Datetime("us", "UTC"),
@@ -131,7 +135,7 @@ def comparison_json(result: PortfolioEvaluation) -> dict[str, Any]:
         "by_pair": {
             pair: {name: compact(rep) for name, rep in reports.items()} for pair, reports in result.pair_reports.items()
         },
-        "family": "Holm over every test above: each pair's strategy x reference tests and the portfolio's",
+        "family": FAMILY,
         "sharpe_formula": SHARPE_FORMULA,
     }
 
