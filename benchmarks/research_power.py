@@ -1,6 +1,6 @@
 """Size and power of the backtest verdicts across seeds, out of sample, on the realistic synthetic market.
 
-Run: ``.venv/bin/python benchmarks/research_power.py`` (the demo size: its 3 pairs x 730 days, slow) or
+Run: ``.venv/bin/python benchmarks/research_power.py`` (the demo size: its 3 pairs x 1095 days, slow) or
 smaller, e.g. ``--seeds 10 --pairs ETH/USD --days 365``. For every effect in ``--effects`` and every
 seed, each pair's feature table is built in process from the synthetic candles, GitHub commits and
 moat records exactly as the pipeline builds it (``point_in_time_activity``, ``build_feature_table``),
@@ -52,6 +52,7 @@ from cyber_pipelines.backtest.evaluation import (
 from cyber_pipelines.backtest.portfolio import evaluate_portfolio
 from cyber_pipelines.backtest.references import N_DRAWS
 from cyber_pipelines.backtest.significance import ALPHA, N_BOOT
+from cyber_pipelines.cli import DEMO_DAYS
 from cyber_pipelines.config import load_repo_map, load_settings
 from cyber_pipelines.features.cross_source import build_feature_table, repos_for_asset
 from cyber_pipelines.features.leadlag import SeriesTooShort, lead_lag_for_pair
@@ -62,7 +63,6 @@ from cyber_pipelines.synthetic.activity import simulate_commits, simulate_moat_r
 from cyber_pipelines.synthetic.market import simulate_ohlcv
 
 ORIGIN = date(2024, 1, 1)
-DEMO_DAYS = 730
 HOURS_PER_DAY = 24
 MIN_HOLD_HOURS = 6  # the backtest asset's default
 LEADLAG_BOOT = 199
