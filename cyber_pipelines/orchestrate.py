@@ -716,8 +716,9 @@ def verdict_summary(comparison: Mapping[str, Any]) -> str:
         return "no strategy comparison was stored"
     head = (
         f"out of sample {str(comparison['oos_start'])[:10]}..{str(comparison['oos_end'])[:10]}, "
-        f"equal-weight portfolio of {', '.join(comparison['pairs'])} ({comparison['portfolio']}), "
-        f"{comparison['costs']}; p-values Holm-adjusted over every pair's and the portfolio's tests:"
+        f"equal-weight portfolio of {', '.join(comparison['pairs'])}: {comparison['portfolio']}; "
+        f"{comparison['costs']}; p-values Holm-adjusted over every strategy on every pair and on the portfolio "
+        "(per reference, and over the verdicts):"
     )
     return "\n".join([head, *(f"  {line}" for line in comparison["verdicts"])])
 
