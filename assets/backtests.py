@@ -33,8 +33,8 @@ from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison,
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
 
-BACKTESTS_CODE_VERSION = "backtests-2"
-COMPARISON_CODE_VERSION = "comparison-2"
+BACKTESTS_CODE_VERSION = "backtests-3"  # 3: verdicts have their own Holm family
+COMPARISON_CODE_VERSION = "comparison-3"  # 3: verdicts have their own Holm family
 
 
 class BacktestRunConfig(dg.Config):
