@@ -14,6 +14,8 @@ from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
 from cyber_pipelines.backtest.evaluation import (
     BASELINE,
+    TEST_DAYS,
+    TRAIN_DAYS,
     PairEvaluation,
     default_strategies,
     evaluate_pair,
@@ -52,9 +54,13 @@ class BacktestRunConfig(dg.Config):
         default=1.0, gt=0, le=1, description="probation position size: 1, 0.5 (P&L <= -5%) or 0.25 (<= -10%)"
     )
     train_days: int = Field(
-        default=90, ge=7, description="walk-forward: days of history each fit sees (cross_moat's activity fit needs 60)"
+        default=TRAIN_DAYS,
+        ge=7,
+        description="walk-forward: days of history each fit sees (cross_moat's activity fit needs 60)",
     )
-    test_days: int = Field(default=30, ge=1, description="walk-forward: days traded out of sample after each fit")
+    test_days: int = Field(
+        default=TEST_DAYS, ge=1, description="walk-forward: days traded out of sample after each fit"
+    )
     min_hold_hours: int = Field(default=6, ge=1, description="minimum holding period of the consensus strategies")
     random_draws: int = Field(
         default=N_DRAWS, ge=50, description="random-entry null: Monte Carlo draws per strategy (p >= 1 / (draws + 1))"

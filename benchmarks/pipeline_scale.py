@@ -28,8 +28,9 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from cyber_pipelines.backtest.evaluation import TEST_DAYS, TRAIN_DAYS
+
 INGEST_TARGET_S = 60.0
-TRAIN_DAYS, TEST_DAYS = 90, 30  # the backtest asset's walk-forward defaults
 PIPELINE_TARGET_S = 600.0
 LAYERS = ("market", "github", "moat", "features", "backtests", "comparison")
 ROOT = Path(__file__).resolve().parents[1]

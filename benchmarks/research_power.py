@@ -44,6 +44,8 @@ from cyber_pipelines.backtest.engine import BacktestConfig
 from cyber_pipelines.backtest.evaluation import (
     BASELINE,
     REFERENCES,
+    TEST_DAYS,
+    TRAIN_DAYS,
     PairEvaluation,
     StrategyReport,
     default_strategies,
@@ -278,8 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--effects", default="0,1", help="planted effect sizes, comma-separated (default 0,1)")
     parser.add_argument("--lag", type=int, default=6, help="planted lag in hours (default 6)")
     parser.add_argument("--sign", type=int, choices=(1, -1), default=1, help="planted sign (default +1)")
-    parser.add_argument("--train-days", type=int, default=90)
-    parser.add_argument("--test-days", type=int, default=30)
+    parser.add_argument("--train-days", type=int, default=TRAIN_DAYS)
+    parser.add_argument("--test-days", type=int, default=TEST_DAYS)
     parser.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples per test (default {N_BOOT})")
     parser.add_argument(
         "--draws", type=int, default=N_DRAWS, help=f"random-entry draws per strategy (default {N_DRAWS})"

@@ -198,6 +198,7 @@ def test_the_verdict_is_an_intersection_union_test_with_its_own_family() -> None
     assert not only_cash.significant() and only_cash.verdict_p_adjusted == pytest.approx(0.6)
     assert only_cash.test("cash").p_adjusted == pytest.approx(0.0003)  # type: ignore[union-attr]
     assert weak.verdict_p_adjusted == pytest.approx(0.04) and weak.significant()  # Holm: 2 x 0.02
+    assert not report("unadjusted", 0.0001, 0.0001).significant()  # no verdict without its family
     again = StrategyReport.from_dict(json.loads(json.dumps(jsonable(both.to_dict()))))
     assert again.verdict_p_adjusted == pytest.approx(0.012) and again.verdict_family == 3
 

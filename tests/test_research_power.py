@@ -21,6 +21,8 @@ from types import ModuleType
 import pytest
 
 from cyber_pipelines.backtest.evaluation import BASELINE, PairEvaluation
+from cyber_pipelines.backtest.evaluation import TEST_DAYS as DEMO_TEST_DAYS
+from cyber_pipelines.backtest.evaluation import TRAIN_DAYS as DEMO_TRAIN_DAYS
 from cyber_pipelines.backtest.significance import ALPHA
 from cyber_pipelines.cli import DEMO_DAYS
 
@@ -121,7 +123,6 @@ def test_power_a_strong_planted_effect_is_found_out_of_sample() -> None:
     assert baseline == 0, baseline
 
 
-DEMO_TRAIN_DAYS, DEMO_TEST_DAYS = 90, 30  # the demo's walk-forward (the backtest asset's defaults)
 DEMO_SEEDS = range(2)
 
 

@@ -55,6 +55,7 @@ BUY_AND_HOLD = "buy_and_hold"
 REFERENCES = ("cash", BUY_AND_HOLD, "random_entry", BASELINE)
 SIGNIFICANT_AGAINST = ("cash", "random_entry")  # a strategy is significant only if it beats both
 HOURS_PER_DAY = 24
+TRAIN_DAYS, TEST_DAYS = 90, 30  # the default walk-forward: 90 days of training before each 30 out of sample
 
 
 def default_strategies(config: BacktestConfig, min_hold_bars: int = 1) -> list[Strategy]:
@@ -95,22 +96,18 @@ class StrategyReport:
 
     def significant(self, alpha: float = ALPHA) -> bool:
         """Beats cash and the random null: the verdict p after the family's adjustment is below ``alpha``
-        (a report stored before verdicts had their own family: both tests' adjusted p below it)."""
-        if math.isfinite(self.verdict_p_adjusted):
-            return self.verdict_p_adjusted < alpha
-        found = [self.test(r) for r in SIGNIFICANT_AGAINST]
-        return all(t is not None and t.significant(alpha) for t in found)
+        (never before ``adjust_family`` has set it)."""
+        return self.verdict_p_adjusted < alpha
 
     def verdict(self, alpha: float = ALPHA) -> str:
-        family = f", Holm over {self.verdict_family} verdicts" if self.verdict_family else ""
-        p = f"verdict p {self.verdict_p_adjusted:.3f}{family}" if math.isfinite(self.verdict_p_adjusted) else ""
+        p = f"verdict p {self.verdict_p_adjusted:.3f}, Holm over {self.verdict_family} verdicts"
         if self.significant(alpha):
             base = self.test(BASELINE)
             extra = " and rule_of_three" if base is not None and base.significant(alpha) else ""
-            return f"significant: beats cash and the random null{extra} ({p or 'adjusted p'} < {alpha:g})"
+            return f"significant: beats cash and the random null{extra} ({p} < {alpha:g})"
         if self.oos.get("total_return", math.nan) <= 0:
             return "not significant: loses money out of sample"
-        return f"not significant: does not beat both cash and the random null ({p or 'adjusted p'} >= {alpha:g})"
+        return f"not significant: does not beat both cash and the random null ({p} >= {alpha:g})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

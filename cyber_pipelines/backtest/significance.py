@@ -189,6 +189,14 @@ def _claim(
     )
 
 
+def _block(x: np.ndarray, block_len: int | None, min_block: int) -> int:
+    """The given block length, checked, or Politis-White's for ``x`` (at least ``min_block``)."""
+    b = block_length(x, min_block) if block_len is None else int(block_len)
+    if not 1 <= b <= x.size:
+        raise ValueError(f"block_len must be in [1, {x.size}], got {b}")
+    return b
+
+
 def mean_return_test(
     returns: np.ndarray,
     bars_per_year: float,
@@ -202,9 +210,7 @@ def mean_return_test(
 ) -> ClaimTest:
     """H0: the mean per-bar return is <= 0 (cash earns 0); the estimate is annualized (x bars/year)."""
     r = _returns("returns", returns)
-    b = block_length(r, min_block) if block_len is None else int(block_len)
-    if not 1 <= b <= r.size:
-        raise ValueError(f"block_len must be in [1, {r.size}], got {b}")
+    b = _block(r, block_len, min_block)
     theta, se, t_star = studentized_bootstrap(
         r[:, None], lambda m: m[..., 0], lambda m: np.ones_like(m), b, n_boot, seed
     )
@@ -258,9 +264,7 @@ def sharpe_difference_test(
     if rs.size != rr.size:
         raise ValueError(f"returns must be paired bar by bar: {rs.size} vs {reference} {rr.size} bars")
     d = rs - rr
-    b = block_length(d, min_block) if block_len is None else int(block_len)
-    if not 1 <= b <= rs.size:
-        raise ValueError(f"block_len must be in [1, {rs.size}], got {b}")
+    b = _block(d, block_len, min_block)
     root = math.sqrt(bars_per_year)
     if rs.std() == 0 or rr.std() == 0:
         theta, se, t_star = studentized_bootstrap(
