@@ -16,6 +16,7 @@ DEMO_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0  # the CPU build first: a bare torch pulls GBs of CUDA
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 

@@ -6,11 +6,13 @@ from collections import Counter
 from typing import Literal
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
-from assets.batch import latest_metadata
+from assets.batch import latest_source
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
 from assets.partitions import PAIRS, pair_partitions
+from assets.patterns import analog_forecasts
 from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
 from cyber_pipelines.backtest.evaluation import (
     BASELINE,
@@ -32,6 +34,7 @@ from cyber_pipelines.backtest.render import (
 )
 from cyber_pipelines.backtest.significance import N_BOOT
 from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison, save_pair
+from cyber_pipelines.backtest.strategies import ANALOG_COLUMN
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
 
@@ -74,15 +77,9 @@ class ComparisonConfig(dg.Config):
     )
 
 
-def _latest_source(context: dg.AssetExecutionContext, asset: dg.AssetKey, partition: str | None = None) -> str | None:
-    """The ``source`` metadata of the asset's latest materialization (of one partition, if given)."""
-    source = (latest_metadata(context.instance, asset, [partition] if partition else None) or {}).get("source")
-    return source if isinstance(source, str) else None
-
-
 @dg.asset(
     partitions_def=pair_partitions,
-    deps=[pair_features],
+    deps=[pair_features, analog_forecasts],
     group_name="backtests",
     kinds={"polars", "numpy"},
     code_version=BACKTESTS_CODE_VERSION,
@@ -91,7 +88,8 @@ def _latest_source(context: dg.AssetExecutionContext, asset: dg.AssetKey, partit
         "One pair's strategies fitted walk-forward (train_days of history, then test_days out of sample, "
         "rolled) and judged out of sample: rule_of_three (TA only, the baseline), cross_moat (TA + GitHub/moat "
         "activity, its lag, window, weight and sign fitted on each training window), moat_only (the activity "
-        "team alone) and sma_grid (the SMA pair of the best training Sharpe). Each is tested against cash, "
+        "team alone), sma_grid (the SMA pair of the best training Sharpe) and, where the pair has analog_forecasts, "
+        "analog_knn (the pattern memory's forecast). Each is tested against cash, "
         "buy-and-hold, a random-entry null with the same trades and rule_of_three (studentized bootstrap p-values "
         "and intervals, Holm-adjusted per reference; significant = beats cash and the random null, Holm over the "
         "verdicts), with gross return, cost drag, turnover and holding time. Writes "
@@ -103,13 +101,21 @@ def backtest_results(
     context: dg.AssetExecutionContext, config: BacktestRunConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     pair_key = context.partition_key
-    source = _latest_source(context, pair_features.key, pair_key)
+    source = latest_source(context.instance, pair_features.key, pair_key)
     if source is None:
         raise dg.Failure(f"no pair_features materialization with a source for {pair_key}: materialize it first")
     store = storage.store()
     pair = key_to_pair(pair_key)
     try:
         features = store.read(source, "features", pair_key)
+        analog = store.exists(source, "analog_forecasts", pair_key)
+        if analog:  # the pattern memory's forecast, traded as analog_knn (0 where it has no neighbour)
+            forecasts = store.read(source, "analog_forecasts", pair_key).select("timestamp", ANALOG_COLUMN)
+            features = features.join(forecasts, on="timestamp", how="left").with_columns(
+                pl.col(ANALOG_COLUMN).fill_null(0.0)
+            )
+        else:
+            context.log.warning(f"{pair}: no analog_forecasts for {source}: analog_knn is left out")
         bars_per_day = round(calendar_bars_per_year(features["timestamp"], "24/7") / 365.25)
         settings = BacktestConfig(
             fee=config.fee,
@@ -123,7 +129,9 @@ def backtest_results(
         result = evaluate_pair(
             features,
             settings,
-            default_strategies(settings, min_hold_bars=max(1, round(config.min_hold_hours * bars_per_day / 24))),
+            default_strategies(
+                settings, min_hold_bars=max(1, round(config.min_hold_hours * bars_per_day / 24)), analog=analog
+            ),
             pair=pair_key,
             train_bars=config.train_days * bars_per_day,
             test_bars=config.test_days * bars_per_day,
@@ -146,6 +154,7 @@ def backtest_results(
             "baseline": BASELINE,
             "fill": config.fill if config.fill == "next_open" else f"close ({OPTIMISTIC_FILL})",
             "walk_forward": f"train {config.train_days} days, test {config.test_days} days, rolled",
+            "analog_knn": "included (analog_forecasts)" if analog else "left out: no analog_forecasts for this pair",
             "oos_bars": result.curves.height,
             "oos_first_timestamp": str(ts[0]),
             "oos_last_timestamp": str(ts[-1]),
@@ -187,7 +196,7 @@ def _results_markdown(result: PairEvaluation) -> str:
 def strategy_comparison(
     context: dg.AssetExecutionContext, config: ComparisonConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    source = config.source or _latest_source(context, backtest_results.key)
+    source = config.source or latest_source(context.instance, backtest_results.key)
     if not source:
         raise dg.Failure("no backtest_results materialization yet: backtest at least one pair first")
     store = storage.store()
@@ -198,10 +207,15 @@ def strategy_comparison(
         raise dg.Failure(f"no stored {source} backtest results for any of the pairs {pair_keys}")
     try:
         results: dict[str, PairEvaluation] = {k: load_pair(store, source, k) for k in present}
-        # Only like with like: pairs backtested with other costs, sizing or windows are left out, and said so.
-        settings = Counter((r.config, r.train_bars, r.test_bars) for r in results.values())
+
+        # Only like with like: pairs backtested with other costs, sizing, windows or strategies are left out,
+        # and said so (e.g. a pair without analog forecasts has no analog_knn).
+        def setting(r: PairEvaluation) -> tuple:
+            return (r.config, r.train_bars, r.test_bars, tuple(r.names))
+
+        settings = Counter(setting(r) for r in results.values())
         common = settings.most_common(1)[0][0]
-        other = sorted(k for k, r in results.items() if (r.config, r.train_bars, r.test_bars) != common)
+        other = sorted(k for k, r in results.items() if setting(r) != common)
         if other:
             context.log.warning(f"left out {', '.join(other)}: backtested with other settings than {common}")
             missing += other

@@ -64,6 +64,12 @@ def latest_metadata(
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
+def latest_source(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str | None = None) -> str | None:
+    """The ``source`` metadata of the asset's latest materialization (of one partition, if given)."""
+    source = (latest_metadata(instance, asset, [partition] if partition else None) or {}).get("source")
+    return source if isinstance(source, str) else None
+
+
 def blocking_check_specs(
     asset_key: str, checks: Mapping[str, str], partitions_def: dg.PartitionsDefinition
 ) -> list[dg.AssetCheckSpec]:

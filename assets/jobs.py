@@ -8,6 +8,7 @@ from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
 from assets.partitions import monthly_partitions, pair_month_partitions, pair_partitions, repo_month_partitions
+from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
 
 market_ingest_job = dg.define_asset_job(
     "market_ingest",
@@ -32,9 +33,29 @@ moat_ingest_job = dg.define_asset_job(
 
 features_job = dg.define_asset_job(
     "features",
-    selection=dg.AssetSelection.assets(pair_features, lead_lag_report),
+    selection=dg.AssetSelection.assets(pair_features, lead_lag_report, pattern_windows),
     partitions_def=pair_partitions,
-    description="Rebuild one pair's feature table (with its blocking checks) and its lead-lag report.",
+    description="Rebuild one pair's feature table (with its blocking checks), its lead-lag report and its windows.",
+)
+
+encoder_job = dg.define_asset_job(
+    "train_pattern_encoder",
+    selection=dg.AssetSelection.assets(pattern_encoder),
+    description="Train the window encoder on every pair's windows before the first out-of-sample bar.",
+)
+
+pattern_memory_job = dg.define_asset_job(
+    "pattern_memory",
+    selection=dg.AssetSelection.assets(pattern_embeddings),
+    partitions_def=pair_partitions,
+    description="Encode one pair's windows and upsert them into the vector store (blocking check: count, recall).",
+)
+
+analog_job = dg.define_asset_job(
+    "forecast_analogs",
+    selection=dg.AssetSelection.assets(analog_forecasts),
+    partitions_def=pair_partitions,
+    description="Forecast one pair's bars from the nearest admissible windows of every pair, with their skill.",
 )
 
 leadlag_summary_job = dg.define_asset_job(

@@ -833,6 +833,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         layers: list[tuple[str, str, Sequence[orc.RunSpec]]] = [
             *((name, plan.describe(), plan.specs) for name, plan in plans.items()),
             ("features", f"{len(pair_keys)} pair(s), one run each", orc.feature_specs(pair_keys, "synthetic")),
+            (
+                "encoder",
+                f"the window encoder, trained on the windows of the first {args.train_days} days",
+                [orc.encoder_spec(args.train_days)],
+            ),
+            ("memory", f"{len(pair_keys)} pair(s) into the vector store", orc.memory_specs(pair_keys)),
+            ("analogs", f"{len(pair_keys)} pair(s), analog forecasts", orc.analog_specs(pair_keys, args.train_days)),
             ("backtests", f"{len(pair_keys)} pair(s), one run each, {walk}", orc.backtest_specs(pair_keys, windows)),
             (
                 "comparison",
@@ -887,6 +894,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- patterns ------------------------------------------------------------------------------------
+def _moment(text: str) -> datetime:
+    """An ISO time (``2024-03-01T12:00``, naive = UTC, or with an offset) as an aware UTC datetime."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2024-03-01T12:00)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def cmd_patterns_similar(args: argparse.Namespace) -> int:
+    """The nearest admissible windows of a pair's window at a time, with what followed them."""
+    from cyber_pipelines import config
+    from cyber_pipelines.instance import is_home, use_home
+
+    if args.home is not None:
+        if not is_home(args.home):
+            raise CliError(f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first)")
+        use_home(args.home)
+    key = pair_to_key(args.pair)
+    root = config.data_dir()
+    sources = [s for s in MARKET_SOURCES if (root / s / "pattern_windows" / f"{key}.parquet").exists()]
+    if args.source:
+        sources = [s for s in sources if s == args.source]
+    if len(sources) != 1:
+        where = f"{root}" + (f" for source {args.source}" if args.source else "")
+        raise CliError(
+            f"no pattern windows of {args.pair} under {where} (run `make demo`, or materialize pattern_windows)"
+            if not sources
+            else f"{args.pair} has pattern windows from {', '.join(sources)}: choose one with --source",
+            code=1,
+        )
+    source = sources[0]
+    from cyber_pipelines.patterns.encoder import encoder_name, load_encoder
+    from cyber_pipelines.patterns.search import similar
+    from cyber_pipelines.resources import ModelStoreResource, VectorStoreResource
+    from cyber_pipelines.storage import TableStore
+
+    store = TableStore(root)
+    try:
+        tensors, encoder_config, version = ModelStoreResource().store().load(encoder_name(source))
+        model = load_encoder(tensors, encoder_config)
+        windows = store.read(source, "pattern_windows", key)
+        vectors = VectorStoreResource()
+        with vectors.session(root, source, model.dim) as memory:
+            if memory.count() == 0:
+                raise CliError(
+                    f"the vector store is empty ({vectors.location(root, source)}): materialize pattern_embeddings", 1
+                )
+            found = similar(memory, model, windows, args.pair, args.at, args.k)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc), code=1) from None
+    report = Report(args.json, {"command": "patterns similar", "source": source, "encoder_version": version, **found})
+    query = found["query"]
+    report.line(
+        f"{args.pair} window ending {query['window_end']} (known at {args.at.isoformat()}), {source} data; "
+        f"{len(found['neighbours'])} nearest windows whose 24 h outcome was known by then:"
+    )
+    rows = [
+        f"  {n['pair']:<9} {n['window_end'][:16]}  sim {n['similarity']:.3f}  ended {n['horizon_end'][:16]}  "
+        + "  ".join(f"{h} {_signed_pct(n[h])}" for h in ("fwd_1h", "fwd_6h", "fwd_24h"))
+        for n in found["neighbours"]
+    ]
+    for row in rows:
+        report.line(row)
+    followed = query["followed_by"]
+    report.line(
+        "what followed the query (not seen by the search): "
+        + "  ".join(f"{h} {_signed_pct(v)}" for h, v in followed.items())
+    )
+    report.finish(True)
+    return 0
+
+
+def _signed_pct(value: float | None) -> str:
+    return "   n/a " if value is None else f"{100 * (math.exp(value) - 1):+6.2f}%"
+
+
 # -- ui ------------------------------------------------------------------------------------------
 def port_is_free(host: str, port: int) -> bool:
     import socket
@@ -900,7 +985,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from cyber_pipelines.instance import PROJECT_ROOT, dagster_home, is_home, use_home
+    from cyber_pipelines.instance import PROJECT_ROOT, dagster_home, get_instance, is_home, use_home
 
     if args.home is not None:
         if not is_home(args.home):
@@ -913,6 +998,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     else:
         serving = f"the instance {dagster_home()} (data {os.environ.get('CYBER_DATA_DIR') or Path('data').resolve()})"
     _settings()  # a broken config fails here, in one line, not inside the code server
+    get_instance()  # the pool limits the runs need (vector_store: one at a time) are set on the instance
     if not port_is_free(args.host, args.port):
         raise CliError(
             f"port {args.port} on {args.host} is taken (another `dagster dev`?); nothing was started. "
@@ -1083,6 +1169,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the demo's own folder, wiped first (default {DEFAULT_DEMO_HOME})",
     )
     demo.set_defaults(func=cmd_demo)
+
+    patterns = sub.add_parser("patterns", parents=[common], help="search the pattern memory")
+    patterns_sub = patterns.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    similar = patterns_sub.add_parser(
+        "similar",
+        parents=[common, reports],
+        help="the nearest past windows of a pair's window at a time (only those whose outcome was known by then)",
+    )
+    similar.add_argument("--pair", type=_pair, required=True, help="e.g. BTC/USD")
+    similar.add_argument("--at", type=_moment, required=True, help="ISO time, UTC unless an offset is given")
+    similar.add_argument("--k", type=_positive_int, default=10, help="neighbours (default 10)")
+    similar.add_argument("--source", choices=MARKET_SOURCES, help="default: the one source with the pair's windows")
+    similar.add_argument(
+        "--home", type=Path, default=None, help="a home made by `demo` (default: CYBER_DATA_DIR or ./data)"
+    )
+    similar.set_defaults(func=cmd_patterns_similar)
 
     ui = sub.add_parser("ui", parents=[common], help="serve the Dagster UI (dagster dev) over an instance")
     ui.add_argument("--home", type=Path, default=None, help="a home made by `demo` (default: DAGSTER_HOME and ./data)")

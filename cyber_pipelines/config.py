@@ -32,6 +32,9 @@ class SyntheticSettings:
     intraday_vol: float = synthetic_defaults.INTRADAY_VOL
     long_memory: float = synthetic_defaults.LONG_MEMORY
     weekend_activity: float = synthetic_defaults.WEEKEND_ACTIVITY
+    motif_rate: float = synthetic_defaults.MOTIF_RATE
+    motif_length: int = synthetic_defaults.MOTIF_LENGTH
+    motif_move: float = synthetic_defaults.MOTIF_MOVE
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def _synthetic(raw: object, origin: str) -> SyntheticSettings:
             number = synthetic_defaults.check_setting(name, value)
         except ValueError as exc:
             raise ValueError(f"invalid pipeline config {origin}: synthetic.{exc}") from None
-        values[name] = int(number) if name in ("seed", "lag_hours", "effect_sign") else number
+        values[name] = int(number) if name in ("seed", "lag_hours", "effect_sign", "motif_length") else number
     return SyntheticSettings(**values)
 
 

@@ -8,17 +8,27 @@ from assets.backtests import backtest_results, strategy_comparison
 from assets.features import lead_lag_report, lead_lag_summary, pair_features
 from assets.github import github_activity
 from assets.jobs import (
+    analog_job,
     backtests_job,
     comparison_job,
+    encoder_job,
     features_job,
     github_ingest_job,
     leadlag_summary_job,
     market_ingest_job,
     moat_ingest_job,
+    pattern_memory_job,
 )
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
-from cyber_pipelines.resources import GitHubResource, MarketDataResource, StorageResource
+from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
+from cyber_pipelines.resources import (
+    GitHubResource,
+    MarketDataResource,
+    ModelStoreResource,
+    StorageResource,
+    VectorStoreResource,
+)
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
 from sensors.partitions import config_partitions_sensor
@@ -40,6 +50,10 @@ defs = dg.Definitions(
         pair_features,
         lead_lag_report,
         lead_lag_summary,
+        pattern_windows,
+        pattern_encoder,
+        pattern_embeddings,
+        analog_forecasts,
         backtest_results,
         strategy_comparison,
     ],
@@ -49,6 +63,9 @@ defs = dg.Definitions(
         moat_ingest_job,
         features_job,
         leadlag_summary_job,
+        encoder_job,
+        pattern_memory_job,
+        analog_job,
         backtests_job,
         comparison_job,
     ],
@@ -57,6 +74,10 @@ defs = dg.Definitions(
     resources={
         "market": MarketDataResource(),
         "storage": StorageResource(),
+        "models": ModelStoreResource(),
+        "vectors": VectorStoreResource(
+            api_key=dg.EnvVar("QDRANT_API_KEY") if os.environ.get("QDRANT_API_KEY") else None
+        ),
         # The token is read from the environment at run time and never shown in the UI or logs.
         "github": GitHubResource(token=dg.EnvVar("GITHUB_TOKEN") if os.environ.get("GITHUB_TOKEN") else None),
     },

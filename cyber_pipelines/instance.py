@@ -32,9 +32,26 @@ def dagster_home() -> Path:
     return home
 
 
+# Pools that need a limit of their own (dagster.yaml's default_limit covers the rest): the embedded vector
+# store takes one process at a time. Set on an instance where the pool has no limit yet.
+POOL_LIMITS = {"vector_store": 1}
+
+
+def ensure_pool_limits(instance: dg.DagsterInstance) -> None:
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    limited = {pool.name for pool in storage.get_pool_limits() if not pool.from_default}
+    for pool, limit in POOL_LIMITS.items():
+        if pool not in limited:
+            storage.set_concurrency_slots(pool, limit)
+
+
 def get_instance() -> dg.DagsterInstance:
     dagster_home()
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    ensure_pool_limits(instance)
+    return instance
 
 
 def home_environment(home: Path) -> dict[str, str]:

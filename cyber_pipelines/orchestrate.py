@@ -651,6 +651,26 @@ def feature_specs(pair_keys: Sequence[str], source: str) -> list[RunSpec]:
     return [RunSpec("features", key, key, key, run_config, 1) for key in pair_keys]
 
 
+def encoder_spec(train_days: int) -> RunSpec:
+    """The window encoder, trained on every pair's windows known before its first out-of-sample bar."""
+    return RunSpec(
+        "train_pattern_encoder",
+        "all pairs",
+        run_config={"ops": {"pattern_encoder": {"config": {"train_days": train_days}}}},
+    )
+
+
+def memory_specs(pair_keys: Sequence[str]) -> list[RunSpec]:
+    """Each pair's windows encoded into the vector store, one run per pair (the pool serializes them)."""
+    return [RunSpec("pattern_memory", key, key, key, {}, 1) for key in pair_keys]
+
+
+def analog_specs(pair_keys: Sequence[str], train_days: int) -> list[RunSpec]:
+    """Each pair's analog forecasts (after every pair's memory is in), one run per pair."""
+    run_config = {"ops": {"analog_forecasts": {"config": {"train_days": train_days}}}}
+    return [RunSpec("forecast_analogs", key, key, key, run_config, 1) for key in pair_keys]
+
+
 def backtest_specs(pair_keys: Sequence[str], config: Mapping[str, Any] | None = None) -> list[RunSpec]:
     """Each pair's backtests, one run per pair (the comparison runs after all of them); ``config`` is
     ``backtest_results``' run config (walk-forward windows, costs)."""

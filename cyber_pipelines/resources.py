@@ -1,6 +1,8 @@
 """Dagster resources: thin typed handles on the domain code (storage, market sources)."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     import ccxt
 
     from cyber_pipelines.market.exchange import ExchangeSettings
+    from cyber_pipelines.models.store import ModelStore
+    from cyber_pipelines.patterns.store import VectorStore
 
 
 @lru_cache(maxsize=4)
@@ -35,6 +39,81 @@ class StorageResource(dg.ConfigurableResource):
 
     def store(self) -> TableStore:
         return TableStore(Path(self.root) if self.root else config.data_dir())
+
+
+class ModelStoreResource(dg.ConfigurableResource):
+    """Where models are saved (safetensors + JSON config): ``root``, else ``<data>/models``."""
+
+    root: str = ""
+
+    def store(self) -> "ModelStore":
+        from cyber_pipelines.models.store import ModelStore
+
+        return ModelStore(Path(self.root) if self.root else config.data_dir() / "models")
+
+
+class VectorStoreResource(dg.ConfigurableResource):
+    """The pattern memory: a Qdrant server when ``url`` (or ``QDRANT_URL``) is set, ``:memory:`` for
+    qdrant-client's in-process mode (tests), else the embedded Qdrant Edge shard under
+    ``<storage root>/<source>/patterns/qdrant_edge`` (one process at a time: pool ``vector_store``)."""
+
+    url: str = ""
+    api_key: str | None = None  # wired to dg.EnvVar("QDRANT_API_KEY") when set; never logged
+    m: int = 16
+    ef_construct: int = 100
+    hnsw_ef: int = 128
+    quantization: str = "int8"
+    oversampling: float = 2.0
+
+    _memory: dict = PrivateAttr(default_factory=dict)
+
+    def _url(self) -> str:
+        return self.url or os.environ.get("QDRANT_URL", "")
+
+    @staticmethod
+    def edge_path(root: Path, source: str) -> Path:
+        return Path(root) / source / "patterns" / "qdrant_edge"
+
+    def location(self, root: Path, source: str) -> str:
+        """Where the points of ``source`` live, for metadata and messages (no credentials)."""
+        url = self._url()
+        if url == ":memory:":
+            return f"qdrant-client in memory, collection patterns_{source}"
+        if url:
+            return f"Qdrant server {url.split('@')[-1]}, collection patterns_{source}"
+        return f"Qdrant Edge shard {self.edge_path(root, source)}"
+
+    @contextmanager
+    def session(self, root: Path, source: str, dim: int) -> Iterator["VectorStore"]:
+        """The store of ``source``, opened for the duration of the block (the embedded shard is then
+        released for the next process); the in-memory store lives as long as this resource."""
+        from cyber_pipelines.patterns.store import ClientVectorStore, EdgeVectorStore, IndexSettings
+
+        settings = IndexSettings(
+            m=self.m,
+            ef_construct=self.ef_construct,
+            hnsw_ef=self.hnsw_ef,
+            quantization=self.quantization,  # type: ignore[arg-type]
+            oversampling=self.oversampling,
+        )
+        url = self._url()
+        if url == ":memory:":
+            key = (source, dim)
+            if key not in self._memory:
+                self._memory[key] = ClientVectorStore(dim, collection=f"patterns_{source}", settings=settings)
+            yield self._memory[key]
+            return
+        store: VectorStore
+        if url:
+            store = ClientVectorStore(
+                dim, url=url, collection=f"patterns_{source}", settings=settings, api_key=self.api_key or None
+            )
+        else:
+            store = EdgeVectorStore(self.edge_path(root, source), dim, settings)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -81,6 +160,9 @@ class MarketDataResource(dg.ConfigurableResource):
                 weekend_vol=synth.weekend_vol,
                 intraday_vol=synth.intraday_vol,
                 long_memory=synth.long_memory,
+                motif_rate=synth.motif_rate,
+                motif_length=synth.motif_length,
+                motif_move=synth.motif_move,
             )
             return split_days(candles, days)
         if source == "landing":

@@ -15,4 +15,5 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("CYBER_MARKET_SOURCE", raising=False)
     monkeypatch.delenv("CYBER_EXCHANGE_URL", raising=False)
+    monkeypatch.delenv("QDRANT_URL", raising=False)  # the embedded vector store unless a test names one
     return tmp_path

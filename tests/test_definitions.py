@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import monthly_partitions, pair_month_partitions, repo_month_partitions
+from assets.patterns import EMBEDDINGS_CHECK
 from cyber_pipelines.definitions import defs
 from cyber_pipelines.quality.activity import GITHUB_CHECKS, MOAT_CHECKS
 from cyber_pipelines.quality.features import FEATURES_CHECKS
@@ -21,6 +22,7 @@ CHECKS = {
     "github_activity": GITHUB_CHECKS,
     "moat_records": MOAT_CHECKS,
     "pair_features": FEATURES_CHECKS,
+    "pattern_embeddings": {EMBEDDINGS_CHECK: "count, duplicates, recall"},
 }
 
 

@@ -24,7 +24,14 @@ from cyber_pipelines.synthetic.activity import (
     simulate_repo_snapshot,
 )
 from cyber_pipelines.synthetic.bursts import BURSTS_PER_WEEK, burst_hours, effect_kernel, rng_for
-from cyber_pipelines.synthetic.market import pair_params, simulate_ohlcv
+from cyber_pipelines.synthetic.market import (
+    MOTIF_AMPLITUDE,
+    MOTIF_HORIZON_HOURS,
+    motif_hours,
+    motif_shape,
+    pair_params,
+    simulate_ohlcv,
+)
 from cyber_pipelines.tables import split_days
 
 ORIGIN = date(2024, 1, 1)
@@ -266,6 +273,108 @@ def test_pairs_have_distinct_dynamics() -> None:
     assert 0.75 <= pair_params("SOL/USD", SEED).loading < 1.0 and pair_params("ETH/BTC", SEED).loading < 0.5
 
 
+# --- the planted motif -----------------------------------------------------------------------------
+
+MOTIF = {"motif_rate": 5.0, "motif_length": 12, "motif_move": 3.0}
+
+
+def _occurrences(pair: str, n_hours: int, rate: float = 5.0, length: int = 12) -> np.ndarray:
+    """Start hours of the motif occurrences whose shape and move lie wholly in ``n_hours``."""
+    hours = motif_hours(pair, SEED, ORIGIN, n_hours, rate, length)
+    return hours[hours + length + MOTIF_HORIZON_HOURS <= n_hours]
+
+
+@pytest.mark.parametrize("effect", [0.0, 1.0])
+def test_zero_motif_rate_is_exactly_the_path_without_a_motif(effect: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _ohlcv("ETH/USD", 60, effect=effect)
+    assert_frame_equal(base, _ohlcv("ETH/USD", 60, effect=effect, motif_rate=0.0))
+    assert_frame_equal(base, _ohlcv("ETH/USD", 60, effect=effect, motif_rate=0, motif_length=30, motif_move=-5.0))
+    assert not base.equals(_ohlcv("ETH/USD", 60, effect=effect, **MOTIF))
+
+    def no_motif(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("motif_rate=0 must not draw motifs")
+
+    market._simulate_path.cache_clear()
+    monkeypatch.setattr(market, "motif_hours", no_motif)
+    monkeypatch.setattr(market, "motif_shape", no_motif)
+    assert_frame_equal(base, _ohlcv("ETH/USD", 60, effect=effect, motif_rate=0.0, motif_move=1.0))
+
+
+@pytest.mark.parametrize("effect", [0.0, 1.0])
+def test_motif_bars_carry_the_shape_and_nothing_else_changes(effect: float) -> None:
+    pair, days = "SOL/USD", 365
+    r = _log_returns(_ohlcv(pair, days, effect=effect, **MOTIF))
+    without = _log_returns(_ohlcv(pair, days, effect=effect))
+    sigma = pair_params(pair, SEED).sigma
+    bars = motif_shape(SEED, 12) * MOTIF_AMPLITUDE * sigma
+    hours = _occurrences(pair, r.size)
+    assert hours.size > 20
+    touched = np.zeros(r.size, dtype=bool)
+    for h in hours:
+        np.testing.assert_allclose(r[h : h + 12], bars, rtol=0, atol=1e-12)  # drift and noise replaced
+        np.testing.assert_allclose(r[h + 12 : h + 18] - without[h + 12 : h + 18], 3.0 * sigma / 6, rtol=1e-9)
+        touched[h : h + 18] = True
+    np.testing.assert_allclose(r[~touched], without[~touched], rtol=0, atol=1e-12)
+
+
+def test_motif_shape_is_standardized_and_fixed_per_seed() -> None:
+    shape = motif_shape(SEED, 12)
+    assert shape.shape == (12,) and abs(shape.mean()) < 1e-12
+    assert np.sqrt(np.mean(shape**2)) == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_array_equal(shape, motif_shape(SEED, 12))
+    assert not np.allclose(shape, motif_shape(SEED + 1, 12))
+    assert np.array_equal(np.abs(motif_shape(SEED, 2)), [1.0, 1.0])
+    with pytest.raises(ValueError, match="motif_length"):
+        motif_shape(SEED, 1)
+
+
+@pytest.mark.parametrize("pair", ["BTC/USD", "ETH/USD", "SOL/USD"])
+def test_the_move_after_a_motif_follows_its_sign(pair: str) -> None:
+    """Over two years of occurrences, the 6 bars after the shape move ``motif_move`` sigmas on average."""
+    sigma = pair_params(pair, SEED).sigma
+    hours = _occurrences(pair, 730 * 24)
+    assert hours.size > 60
+    for move in (3.0, -3.0):
+        r = _log_returns(_ohlcv(pair, 730, **(MOTIF | {"motif_move": move})))
+        after = np.array([r[h + 12 : h + 12 + MOTIF_HORIZON_HOURS].sum() for h in hours]) / sigma
+        assert np.sign(after.mean()) == np.sign(move) and abs(after.mean() - move) < 1.5, after.mean()
+
+
+def test_motif_hours_do_not_overlap_and_are_reproducible() -> None:
+    n = 730 * 24
+    hours = motif_hours("ETH/USD", SEED, ORIGIN, n, 5.0, 12)
+    assert hours.dtype == np.int64 and hours.min() >= 0 and hours.max() < n
+    assert np.all(np.diff(hours) >= 12 + MOTIF_HORIZON_HOURS)  # each occupies its shape and its move
+    assert 0.6 * n / 1000 * 5 < hours.size < 1.2 * n / 1000 * 5
+    np.testing.assert_array_equal(hours, motif_hours("eth/usd", SEED, ORIGIN, n, 5.0, 12))
+    short = motif_hours("ETH/USD", SEED, ORIGIN, 1000, 5.0, 12)
+    np.testing.assert_array_equal(short, hours[hours < 1000])  # a longer simulation only appends
+    assert not np.array_equal(hours, motif_hours("SOL/USD", SEED, ORIGIN, n, 5.0, 12))
+    assert not np.array_equal(hours, motif_hours("ETH/USD", SEED + 1, ORIGIN, n, 5.0, 12))
+    dense = motif_hours("ETH/USD", SEED, ORIGIN, n, 20.0, 48)
+    assert np.all(np.diff(dense) >= 48 + MOTIF_HORIZON_HOURS)
+    assert motif_hours("ETH/USD", SEED, ORIGIN, n, 0.0, 12).size == 0
+    with pytest.raises(ValueError, match="motif_rate"):
+        motif_hours("ETH/USD", SEED, ORIGIN, n, 25.0, 12)
+    with pytest.raises(ValueError, match="motif_length"):
+        motif_hours("ETH/USD", SEED, ORIGIN, n, 5.0, 60)
+    with pytest.raises(ValueError, match="n_hours"):
+        motif_hours("ETH/USD", SEED, ORIGIN, -1, 5.0, 12)
+
+
+def test_a_window_with_motifs_is_a_slice_of_a_longer_simulation() -> None:
+    shape = {"motif_rate": 20.0, "motif_length": 48, "motif_move": -5.0}
+    block = 64 * 24  # February is simulated in the first two 32-day blocks
+    assert any(h < block < h + 48 + MOTIF_HORIZON_HOURS for h in motif_hours("SOL/USD", SEED, ORIGIN, block, 20.0, 48))
+    feb = simulate_ohlcv(
+        "SOL/USD", date(2024, 2, 1), date(2024, 2, 29), seed=SEED, effect_size=1.0, lag_hours=6, origin=ORIGIN, **shape
+    )
+    market._simulate_path.cache_clear()
+    year = _ohlcv("SOL/USD", 366, **shape)
+    assert_frame_equal(feb, year.filter(pl.col("timestamp").dt.month() == 2))
+    assert not feb.equals(_ohlcv("SOL/USD", 60, effect=1.0).filter(pl.col("timestamp").dt.month() == 2))
+
+
 # --- stylized facts, each measured on two years of hourly bars -------------------------------------
 
 
@@ -367,6 +476,14 @@ def test_common_volatility_has_mean_square_one() -> None:
         ({"intraday_vol": 1.0}, "intraday_vol"),
         ({"long_memory": float("inf")}, "long_memory"),
         ({"long_memory": "0.5"}, "long_memory"),
+        ({"motif_rate": -1.0}, "motif_rate must be a number in \\[0, 20\\]"),
+        ({"motif_rate": 21}, "motif_rate"),
+        ({"motif_rate": float("nan")}, "motif_rate"),
+        ({"motif_length": 1}, "motif_length must be an integer in \\[2, 48\\]"),
+        ({"motif_length": 49}, "motif_length"),
+        ({"motif_length": 12.0}, "motif_length"),
+        ({"motif_move": 25.0}, "motif_move must be a finite number in \\[-20, 20\\]"),
+        ({"motif_move": float("inf")}, "motif_move"),
         ({"pair": "BTCUSD"}, "not a trading pair"),
         ({"seed": -3}, "seed"),
     ],
@@ -568,6 +685,10 @@ def test_config_reads_the_synthetic_settings(tmp_path: Path) -> None:
     assert synth.effect_sign == -1 and isinstance(synth.effect_sign, int)
     assert (synth.factor_correlation, synth.weekend_vol, synth.long_memory, synth.weekend_activity) == (0, 1, 0.2, 0.5)
     assert synth.intraday_vol == SyntheticSettings().intraday_vol == 0.3
+    assert SyntheticSettings().motif_rate == 0.0  # no motif unless asked for
+    motif = load_settings(_config(tmp_path, "{motif_rate: 5, motif_length: 24, motif_move: -2}")).synthetic
+    assert (motif.motif_rate, motif.motif_length, motif.motif_move) == (5, 24, -2)
+    assert isinstance(motif.motif_length, int)
     packaged = load_settings(str(Path(market.__file__).parents[1] / "pipeline.yaml")).synthetic
     assert packaged == SyntheticSettings()  # the packaged file states the defaults
 
@@ -585,6 +706,9 @@ def test_config_reads_the_synthetic_settings(tmp_path: Path) -> None:
         ("{effect_size: -1}", "synthetic.effect_size must be a finite number >= 0, got -1"),
         ("{lag_hours: 1.5}", "synthetic.lag_hours must be an integer >= 0, got 1.5"),
         ("{seed: -3}", "synthetic.seed must be an integer >= 0, got -3"),
+        ("{motif_rate: 30}", "synthetic.motif_rate must be a number in [0, 20], got 30"),
+        ("{motif_length: 1.5}", "synthetic.motif_length must be an integer in [2, 48], got 1.5"),
+        ("{motif_move: .inf}", "synthetic.motif_move must be a finite number in [-20, 20], got inf"),
         ("{weekend_volatility: 0.7}", "unknown setting synthetic.weekend_volatility (expected one of seed,"),
         ("[0.7]", "synthetic must be a mapping of settings"),
     ],

@@ -47,7 +47,15 @@ from cyber_pipelines.backtest.significance import (
     mean_return_test,
     sharpe_difference_test,
 )
-from cyber_pipelines.backtest.strategies import CrossMoat, MoatOnly, RuleOfThree, SmaGrid, Strategy, walk_forward
+from cyber_pipelines.backtest.strategies import (
+    AnalogKnn,
+    CrossMoat,
+    MoatOnly,
+    RuleOfThree,
+    SmaGrid,
+    Strategy,
+    walk_forward,
+)
 from cyber_pipelines.multiple_testing import holm
 
 BASELINE = "rule_of_three"
@@ -58,16 +66,17 @@ HOURS_PER_DAY = 24
 TRAIN_DAYS, TEST_DAYS = 90, 30  # the default walk-forward: 90 days of training before each 30 out of sample
 
 
-def default_strategies(config: BacktestConfig, min_hold_bars: int = 1) -> list[Strategy]:
+def default_strategies(config: BacktestConfig, min_hold_bars: int = 1, analog: bool = False) -> list[Strategy]:
     """The TA-only baseline ``rule_of_three``, ``cross_moat`` (TA + activity, fitted walk-forward),
-    ``moat_only`` (the activity team alone) and ``sma_grid`` (the SMA pair of the best training Sharpe,
-    with ``config``'s costs)."""
-    return [
+    ``moat_only`` (the activity team alone), ``sma_grid`` (the SMA pair of the best training Sharpe,
+    with ``config``'s costs) and, with ``analog``, ``analog_knn`` (the pattern-memory forecast)."""
+    strategies: list[Strategy] = [
         RuleOfThree(min_hold_bars=min_hold_bars),
         CrossMoat(min_hold_bars=min_hold_bars),
         MoatOnly(min_hold_bars=min_hold_bars),
         SmaGrid(config=config),
     ]
+    return strategies + ([AnalogKnn(min_hold_bars=min_hold_bars)] if analog else [])
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ uncontested. A contested bar (both sides reach the quorum) opens and closes noth
 MoatOnly: the activity team alone (fitted as in CrossMoat), so the moat signal's own return after
 costs shows apart from the TA teams' turnover.
 
+AnalogKnn: the pattern-memory forecast (``analog_forecast``, from the nearest past windows seen
+without look-ahead) as a single team with the same calibration, hysteresis and minimum hold.
+
 SmaGrid: the SmaCross of a (fast, slow) grid with the best net Sharpe on the training window (one
 vectorized sweep per fit), traded on the next.
 """
@@ -552,6 +555,39 @@ class MoatOnly(CrossMoat):
             _columns(features, ["activity_score"], "activity vote")
             return [Vote(np.zeros(features.height), np.zeros(features.height), 0.0)]
         return [activity_vote(features, int(used["window"]), self.quorum, int(used["delay"]), used["sign"])]
+
+
+ANALOG_COLUMN = "analog_forecast"
+
+
+@dataclass
+class AnalogKnn(RuleOfThree):
+    """The pattern-memory forecast as the only team: ``analog_forecast`` (the similarity-weighted return
+    that followed the nearest past windows, ``patterns.analog``), direction its sign, confidence the
+    percentile of its magnitude among the training rows' (``fit``), with the same hysteresis and
+    minimum hold as the consensus strategies. Unfitted it calibrates on its trailing bars."""
+
+    quorum: float = 1.0
+    name: str = "analog_knn"
+
+    def fit(self, train: pl.DataFrame) -> None:
+        (forecast,) = _columns(train, [ANALOG_COLUMN], "analog_knn")
+        self.calibrations = {"analog": calibration(np.where(forecast != 0, forecast, np.nan))}
+
+    def params(self) -> dict[str, Any]:
+        ref = self.calibrations.get("analog")
+        return {
+            "enter_confidence": self.enter_confidence,
+            "exit_confidence": self.exit_confidence,
+            "min_hold_bars": self.min_hold_bars,
+            "enter_at": None if ref is None else float(np.quantile(ref, self.enter_confidence)),
+            "exit_at": None if ref is None else float(np.quantile(ref, self.exit_confidence)),
+            "n_train": 0 if ref is None else int(ref.size),
+        }
+
+    def votes(self, features: pl.DataFrame) -> list[Vote]:
+        (forecast,) = _columns(features, [ANALOG_COLUMN], "analog_knn")
+        return [percentile_vote(np.where(forecast != 0, forecast, np.nan), self.calibrations.get("analog"))]
 
 
 @dataclass

@@ -12,6 +12,10 @@ Each pair's hourly log return is ``drift + sigma * S_t * (beta * F_t + sqrt(1 - 
   profile (intraday peak at 15:00 UTC, lower volatility at weekends), with mean square 1.
 - The planted effect (``simulate_ohlcv``) raises volatility and moves the drift, up or down by its
   sign, ``lag_hours`` after each activity burst of the base asset.
+- The planted motif (``motif_rate > 0``): at the hours ``motif_hours`` gives, the returns of
+  ``motif_length`` bars are replaced by one fixed shape (``motif_shape`` times ``MOTIF_AMPLITUDE`` base
+  sigmas, the same for every pair and occurrence), and the ``MOTIF_HORIZON_HOURS`` bars after it move by
+  ``motif_move`` base sigmas in all, evenly (added to their returns).
 
 Every random input is a stream drawn hour by hour from ``origin``; the market's streams depend on the
 seed alone (never on which pairs are asked for), so any window is an exact slice of a longer
@@ -48,6 +52,8 @@ VOL_SCALE = 3.0  # at the effect's peak (k = 1) volatility is (1 + effect_size *
 DRIFT_SCALE = 1.0  # ... and the hourly drift moves by effect_sign * effect_size * DRIFT_SCALE base sigmas
 FADE_DELAY_HOURS = 12  # after the pump, the same total drift fades out again (no unbounded trend)
 FADE_DECAY_HOURS = 48.0
+MOTIF_AMPLITUDE = 2.5  # the motif's returns, in base sigmas per bar (RMS): it stands out from the noise
+MOTIF_HORIZON_HOURS = 6  # the motif's move is spread over this many bars after its shape
 
 # Market regimes: calm, trending, turbulent. Hourly transition matrix (rows sum to 1), volatility
 # multipliers, trend drift (in base sigmas per hour, sign drawn on entry) and jump-rate multipliers.
@@ -241,6 +247,38 @@ def market_path(
     return MarketPath(regime, sign, _REGIME_VOL[regime] * memory * calendar, factor, factor_sd)
 
 
+def motif_shape(seed: int, length: int) -> np.ndarray:
+    """The planted motif's standardized returns (mean 0, RMS 1): one fixed shape per seed and length."""
+    n = int(check_setting("motif_length", length))
+    z = rng_for(check_seed(seed), "motif", "shape").standard_normal(n)
+    z -= z.mean()
+    return np.asarray(z / math.sqrt(np.mean(z * z)), dtype=np.float64)
+
+
+def motif_hours(pair: str, seed: int, origin: date, n_hours: int, rate: float, length: int) -> np.ndarray:
+    """Start hours (from ``origin``, sorted, int64) of the motif's occurrences in ``pair``'s first ``n_hours``.
+
+    Hour by hour from the origin, each hour not inside an earlier occurrence (``length +
+    MOTIF_HORIZON_HOURS`` bars) starts one with probability ``rate / 1000``, from a stream of the pair
+    and seed drawn from the origin like the market's: a longer ``n_hours`` only appends (the last
+    occurrence may run past the end).
+    """
+    if not isinstance(origin, date) or isinstance(origin, datetime):
+        raise TypeError(f"origin must be a datetime.date, got {origin!r}")
+    if isinstance(n_hours, bool) or not isinstance(n_hours, int | np.integer) or n_hours < 0:
+        raise ValueError(f"n_hours must be an integer >= 0, got {n_hours!r}")
+    hazard = check_setting("motif_rate", rate) / 1000
+    span = int(check_setting("motif_length", length)) + MOTIF_HORIZON_HOURS
+    u = rng_for(check_seed(seed), "motif", normalize_pair(pair), "times").random(int(n_hours))
+    starts: list[int] = []
+    free = 0
+    for hour in np.flatnonzero(u < hazard).tolist():
+        if hour >= free:
+            starts.append(hour)
+            free = hour + span
+    return np.asarray(starts, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class _Shape:
     """The market settings of one path (hashable, for the cache)."""
@@ -252,6 +290,9 @@ class _Shape:
     weekend_vol: float
     intraday_vol: float
     long_memory: float
+    motif_rate: float
+    motif_length: int
+    motif_move: float
 
 
 @lru_cache(maxsize=16)
@@ -279,6 +320,14 @@ def _simulate_path(pair: str, seed: int, shape: _Shape, origin: date, n_hours: i
         drift = drift + shape.effect_sign * shape.effect_size * DRIFT_SCALE * p.sigma * (k - fade)
 
     returns = drift + scale * (beta * market.factor + idio * own)
+    if shape.motif_rate > 0:  # with no motif, no motif draw touches the path
+        length = shape.motif_length
+        bars = motif_shape(seed, length) * MOTIF_AMPLITUDE * p.sigma
+        for start in motif_hours(pair, seed, origin, n_hours, shape.motif_rate, length).tolist():
+            returns[start : start + length] = bars[: n_hours - start]  # the shape replaces drift and noise
+            returns[start + length : start + length + MOTIF_HORIZON_HOURS] += (
+                shape.motif_move * p.sigma / MOTIF_HORIZON_HOURS
+            )
     diffusion_sd = scale * np.sqrt((beta * market.factor_sd) ** 2 + (idio * own_sd) ** 2)
     log_close = math.log(p.price) + np.cumsum(returns)
     log_open = np.concatenate(([math.log(p.price)], log_close[:-1]))
@@ -322,6 +371,9 @@ def simulate_ohlcv(
     weekend_vol: float = defaults.WEEKEND_VOL,
     intraday_vol: float = defaults.INTRADAY_VOL,
     long_memory: float = defaults.LONG_MEMORY,
+    motif_rate: float = defaults.MOTIF_RATE,
+    motif_length: int = defaults.MOTIF_LENGTH,
+    motif_move: float = defaults.MOTIF_MOVE,
 ) -> pl.DataFrame:
     """Hourly candles of ``pair`` for the days ``start..end`` (inclusive) in ``OHLCV_SCHEMA``.
 
@@ -331,6 +383,8 @@ def simulate_ohlcv(
     * sigma * k`` (``k`` = ``effect_kernel`` with ``EFFECT_DECAY_HOURS``); the same total drift then
     fades out slowly over the following days, so long paths do not trend without bound.
     ``effect_size=0`` ignores bursts entirely (exactly the no-effect path, whatever lag and sign).
+    Planted motif: see the module docstring; ``motif_rate=0`` draws nothing for it (exactly the path
+    without a motif, whatever its length and move).
     The other settings shape the market itself (see the module docstring and ``synthetic.settings``).
     """
     pair = normalize_pair(pair)
@@ -343,6 +397,9 @@ def simulate_ohlcv(
         raise ValueError(f"start {start} is before the simulation origin {origin}")
     size, sign = check_setting("effect_size", effect_size), check_setting("effect_sign", effect_sign)
     lag = int(check_setting("lag_hours", lag_hours))
+    rate = check_setting("motif_rate", motif_rate)
+    length = int(check_setting("motif_length", motif_length))
+    move = check_setting("motif_move", motif_move)
     shape = _Shape(
         effect_size=size,
         effect_sign=sign if size else 1.0,  # no effect: one path whatever the lag and sign
@@ -351,6 +408,9 @@ def simulate_ohlcv(
         weekend_vol=check_setting("weekend_vol", weekend_vol),
         intraday_vol=check_setting("intraday_vol", intraday_vol),
         long_memory=check_setting("long_memory", long_memory),
+        motif_rate=rate,
+        motif_length=length if rate else defaults.MOTIF_LENGTH,  # no motif: one path whatever its shape
+        motif_move=move if rate else defaults.MOTIF_MOVE,
     )
     first = (start - origin).days * 24
     stop = ((end - origin).days + 1) * 24

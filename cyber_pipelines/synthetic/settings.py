@@ -1,7 +1,8 @@
 """Defaults and rules of the synthetic sources' settings: one table, read by the simulators and the config.
 
 The defaults describe a plausible crypto market and commit stream; none of them is tuned to make any
-strategy look good (the planted effect's size, lag and sign are the experiment's knobs, not facts).
+strategy look good (the planted effect's size, lag and sign, and the planted motif's rate, length and
+move, are the experiment's knobs, not facts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ WEEKEND_VOL = 0.7  # volatility on Saturday and Sunday (UTC) relative to weekday
 INTRADAY_VOL = 0.3  # amplitude of the intraday volatility profile (peak 15:00 UTC, trough 03:00 UTC)
 LONG_MEMORY = 0.5  # standard deviation of the slow (day to months) log-volatility components
 WEEKEND_ACTIVITY = 0.4  # commits (and moat announcements, filings) at weekends relative to weekdays
+MOTIF_RATE = 0.0  # planted motif occurrences per 1000 hours per pair (0 = none)
+MOTIF_LENGTH = 12  # bars of the planted motif's shape
+MOTIF_MOVE = 3.0  # total move after the motif, in base sigmas, over the MOTIF_HORIZON_HOURS bars after it
 
 
 # name -> (whole numbers only, the rule on the value, how the rule reads in an error)
@@ -33,6 +37,9 @@ _RULES: dict[str, tuple[bool, Callable[[float], bool], str]] = {
     "intraday_vol": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "long_memory": (False, lambda v: 0 <= v <= 2, "a number in [0, 2]"),
     "weekend_activity": (False, lambda v: 0 <= v <= 3, "a number in [0, 3]"),
+    "motif_rate": (False, lambda v: 0 <= v <= 20, "a number in [0, 20]"),
+    "motif_length": (True, lambda v: 2 <= v <= 48, "an integer in [2, 48]"),
+    "motif_move": (False, lambda v: -20 <= v <= 20, "a finite number in [-20, 20]"),
 }
 NAMES = tuple(_RULES)
 

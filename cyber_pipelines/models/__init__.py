@@ -1,0 +1,1 @@
+"""Learned models: the model store (safetensors + JSON config, never pickle)."""
