@@ -927,6 +927,10 @@ def cmd_patterns_similar(args: argparse.Namespace) -> int:
             code=1,
         )
     source = sources[0]
+    from cyber_pipelines.orchestrate import Progress
+
+    progress = Progress()
+    progress(f"loading the {source} encoder, windows and vector store under {root}")
     from cyber_pipelines.patterns.encoder import encoder_name, load_encoder
     from cyber_pipelines.patterns.search import similar
     from cyber_pipelines.resources import ModelStoreResource, VectorStoreResource
@@ -939,13 +943,15 @@ def cmd_patterns_similar(args: argparse.Namespace) -> int:
         windows = store.read(source, "pattern_windows", key)
         vectors = VectorStoreResource()
         with vectors.session(root, source, model.dim) as memory:
-            if memory.count() == 0:
+            points = memory.count()
+            if points == 0:
                 raise CliError(
                     f"the vector store is empty ({vectors.location(root, source)}): materialize pattern_embeddings", 1
                 )
             found = similar(memory, model, windows, args.pair, args.at, args.k)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: the shard is held elsewhere
         raise CliError(str(exc), code=1) from None
+    progress(f"searched {points} windows in {progress.elapsed():.1f} s")
     report = Report(args.json, {"command": "patterns similar", "source": source, "encoder_version": version, **found})
     query = found["query"]
     report.line(

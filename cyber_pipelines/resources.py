@@ -64,6 +64,7 @@ class VectorStoreResource(dg.ConfigurableResource):
     hnsw_ef: int = 128
     quantization: str = "int8"
     oversampling: float = 2.0
+    indexing_threshold_kb: int = 1000
 
     _memory: dict = PrivateAttr(default_factory=dict)
 
@@ -95,6 +96,7 @@ class VectorStoreResource(dg.ConfigurableResource):
             hnsw_ef=self.hnsw_ef,
             quantization=self.quantization,  # type: ignore[arg-type]
             oversampling=self.oversampling,
+            indexing_threshold_kb=self.indexing_threshold_kb,
         )
         url = self._url()
         if url == ":memory:":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -76,7 +77,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         resources = {
             "storage": StorageResource(root=str(root / "data")),
             "market": MarketDataResource(),
-            "models": ModelStoreResource(root=str(root / "models")),
+            "models": ModelStoreResource(root=str(root / "data" / "models")),  # where the CLI looks
             "vectors": VectorStoreResource(),
         }
 
@@ -196,20 +197,25 @@ def test_the_gate_blocks_a_memory_whose_windows_repeat_a_timestamp(pipeline: Pip
         assert pipeline.materialize([pattern_embeddings], partition_key="ETH-USD").success
 
 
-def test_the_gate_blocks_an_index_whose_recall_is_too_low(pipeline: Pipeline) -> None:
-    """A coarse index (tiny HNSW graph, product quantization, no oversampling) misses neighbours: the recall
-    part of the gate fails through the asset."""
-    coarse = VectorStoreResource(m=2, ef_construct=4, hnsw_ef=1, quantization="pq", oversampling=1.0)
+def test_the_gate_blocks_an_index_whose_recall_is_too_low(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A coarse index (a tiny HNSW graph built from the first KB, product quantization, no oversampling) misses
+    neighbours: the recall part of the gate fails through the asset (on a copy of the data with a new shard)."""
+    data = tmp_path / "data"
+    shutil.copytree(pipeline.data, data, ignore=shutil.ignore_patterns("qdrant_edge"))
+    coarse = VectorStoreResource(
+        m=2, ef_construct=4, hnsw_ef=1, quantization="pq", oversampling=1.0, indexing_threshold_kb=1
+    )
     result = dg.materialize(
         [pattern_embeddings],
         partition_key="BTC-USD",
         instance=pipeline.instance,
-        resources={**pipeline.resources, "vectors": coarse},
+        resources={**pipeline.resources, "storage": StorageResource(root=str(data)), "vectors": coarse},
         raise_on_error=False,
     )
     evaluation = check_result(result)
     assert not evaluation.passed and evaluation.metadata["recall_at_10"].value < 0.95
-    assert pipeline.materialize([pattern_embeddings], partition_key="BTC-USD").success
+    assert "recall@10" in evaluation.metadata["failures"].value
+    assert evaluation.metadata["points"].value == evaluation.metadata["windows"].value  # only recall failed
 
 
 def test_analog_forecasts_refuse_a_memory_from_another_encoder(pipeline: Pipeline) -> None:
@@ -228,3 +234,30 @@ def test_the_windows_matrix_round_trips_through_parquet(pipeline: Pipeline) -> N
     table = pl.read_parquet(metadata(pipeline.windows["ETH-USD"], "pattern_windows")["path"])
     x = window_matrix(table)
     assert x.dtype.name == "float32" and x.shape == (table.height, 145)
+
+
+def test_patterns_similar_prints_admissible_neighbours_and_fails_in_one_line(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cyber_pipelines.cli import main
+
+    monkeypatch.setenv("CYBER_DATA_DIR", str(pipeline.data))
+    at = "2024-02-20T12:00"
+    assert main(["patterns", "similar", "--pair", "ETH/USD", "--at", at, "--k", "4", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] and found["query"]["window_end"] == "2024-02-20T11:00:00+00:00"
+    latest = ModelStore(pipeline.resources["models"].root).latest(encoder_name("synthetic"))
+    assert len(found["neighbours"]) == 4 and found["encoder_version"] == latest
+    for n in found["neighbours"]:
+        assert n["horizon_end"] <= "2024-02-20T12:00:00+00:00" and n["pair"] in ("BTC/USD", "ETH/USD")
+    assert main(["patterns", "similar", "--pair", "ETH/USD", "--at", at, "--k", "3"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("ETH/USD window ending 2024-02-20T11:00:00+00:00") and len(text) == 5
+    assert text[-1].startswith("what followed the query (not seen by the search)")
+    assert main(["patterns", "similar", "--pair", "SOL/USD", "--at", at]) == 1
+    assert "error: no pattern windows of SOL/USD under" in capsys.readouterr().err
+    assert main(["patterns", "similar", "--pair", "ETH/USD", "--at", "2023-01-01"]) == 1
+    assert "error: no window of ETH/USD is known at 2023-01-01T00:00:00+00:00" in capsys.readouterr().err
+    with EdgeVectorStore(VectorStoreResource.edge_path(pipeline.data, "synthetic"), 32):  # another holder
+        assert main(["patterns", "similar", "--pair", "ETH/USD", "--at", at]) == 1
+        assert "is held by another process" in capsys.readouterr().err

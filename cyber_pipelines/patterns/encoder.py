@@ -128,7 +128,7 @@ def embed(model: WindowEncoder, windows: np.ndarray, batch: int = 8192) -> np.nd
     out = np.empty((len(x), model.dim), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(x), batch):
-            code = model.encoder(torch.from_numpy(x[start : start + batch]))
+            code = model.encoder(torch.tensor(x[start : start + batch]))  # a copy: x may be read-only
             out[start : start + batch] = nn.functional.normalize(code, dim=1).numpy()
     return out
 

@@ -33,11 +33,18 @@ if TYPE_CHECKING:
 
 POINT_FIELDS = ("pair", "timestamp", "horizon_end", "regime", "fwd_1h", "fwd_6h", "fwd_24h")
 INT_FIELDS = ("timestamp", "horizon_end")  # int epoch seconds
-INDEXED_FIELDS = {"horizon_end": "integer", "pair": "keyword"}
 NAMESPACE = uuid.UUID("109a22bb-ffe5-5128-820d-40c4f1d8895e")  # uuid5(NAMESPACE_URL, "cyber-pipelines:patterns")
 BATCH = 2048
 SCROLL_PAGE = 10_000
-FULL_SCAN_THRESHOLD_KB = 10_000  # Qdrant's default: filtered sets below this size are scanned via the payload index
+# Filtered search. A filter that passes fewer vectors than FULL_SCAN_THRESHOLD_KB (2000 KB: 16k vectors of dim 32)
+# is answered exactly from the payload index; a broader one walks the HNSW graph with ACORN (neighbours of
+# rejected neighbours are explored too), so the graph needs no extra per-payload-block links: the payload
+# indexes are built with enable_hnsw=False. Measured on 300k clustered vectors, 2 cores, ended_by uniform over time:
+# Qdrant's defaults (10000 KB, payload links) optimize in 107 s, filtered recall@10 0.985, p99 9.7 ms; this setting
+# optimizes in 28 s, recall 0.984, p99 3.8 ms. Without ACORN, graph walks under a filter can strand (one query
+# passing 42% of the points returned 1 hit), hence max_selectivity 1.0: ACORN for every filter that reaches the graph.
+FULL_SCAN_THRESHOLD_KB = 2_000
+ACORN_MAX_SELECTIVITY = 1.0
 INT8_QUANTILE = 0.99
 LOCK_FILE = ".store.lock"
 POOL = "vector_store"
@@ -71,6 +78,9 @@ class IndexSettings:
     hnsw_ef: int = 128
     quantization: Literal["none", "int8", "pq"] = "int8"  # pq: product quantization, x8 compression
     oversampling: float = 2.0  # rescore with originals
+    # A segment gets its HNSW graph from this size on (Qdrant's default, 10 MB, leaves ~80k 32-d vectors
+    # to a plain scan of every point per query, milliseconds each); below it a scan is fast.
+    indexing_threshold_kb: int = 1000
 
     def __post_init__(self) -> None:
         if self.quantization not in ("none", "int8", "pq"):
@@ -318,24 +328,34 @@ def _edge_filter(ended_by: int | None, pair: str | None, exclude_pair: str | Non
 
 def _locked_message(path: Path) -> str:
     return (
-        f"vector store shard folder {path} is held by another process (or another open EdgeVectorStore); "
-        f"one process per shard folder: writers are serialized by the Dagster pool '{POOL}'"
+        f"vector store shard folder {path} is held by another process; writers are serialized by the Dagster pool "
+        f"'{POOL}' (one process, one open EdgeVectorStore per shard folder)"
     )
 
 
 class EdgeVectorStore(_Base):
-    """One Qdrant Edge shard in a folder (created if missing, else loaded); one process at a time."""
+    """One Qdrant Edge shard in a folder (created if missing, else loaded); one process at a time.
+
+    A new shard gets ``settings``' HNSW and quantization config; an existing one keeps the config it was
+    built with (changing it would rebuild every segment at the next optimize), while ``hnsw_ef`` and
+    ``oversampling`` apply to every search. Writes go through the shard's write-ahead log: they survive
+    a crash; ``optimize()`` builds the HNSW graph and quantized vectors of what was written.
+    """
 
     def __init__(self, path: Path, dim: int, settings: IndexSettings = IndexSettings()) -> None:
         self.path = Path(path)
         self.dim = int(dim)
         self.settings = settings
         self.path.mkdir(parents=True, exist_ok=True)
+        self._shard: qe.EdgeShard | None = None
         self._lock: TextIO | None = self._acquire_lock()
         try:
-            self._shard: qe.EdgeShard | None = self._open()
+            self._shard = self._open()
             self._ensure_indexes()
         except BaseException:
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
             self._release_lock()
             raise
 
@@ -376,6 +396,7 @@ class EdgeVectorStore(_Base):
                 m=s.m, ef_construct=s.ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
             ),
             quantization_config=_edge_quantization(s),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=s.indexing_threshold_kb),
         )
 
     def _open(self) -> qe.EdgeShard:
@@ -396,7 +417,7 @@ class EdgeVectorStore(_Base):
                 raise StoreLockedError(_locked_message(self.path)) from None
             if "vector size" in text or "Incompatible" in text:
                 raise ValueError(
-                    f"vector store {self.path} holds vectors of another dim (dim {self._persisted_dim()}), "
+                    f"vector store {self.path} holds an incompatible vector config (dim {self._persisted_dim()}), "
                     f"the store was opened with dim {self.dim}: {text}"
                 ) from None
             raise
@@ -405,21 +426,23 @@ class EdgeVectorStore(_Base):
         shard = self._live()
         schema = shard.info().payload_schema
         if "horizon_end" not in schema:
-            params = qe.IntegerIndexParams(lookup=False, range=True, on_disk=True)
+            params = qe.IntegerIndexParams(lookup=False, range=True, on_disk=True, enable_hnsw=False)
             shard.update(qe.UpdateOperation.create_field_index("horizon_end", params))
         if "pair" not in schema:
-            shard.update(qe.UpdateOperation.create_field_index("pair", qe.KeywordIndexParams(on_disk=True)))
+            keyword = qe.KeywordIndexParams(on_disk=True, enable_hnsw=False)
+            shard.update(qe.UpdateOperation.create_field_index("pair", keyword))
 
     def _live(self) -> qe.EdgeShard:
         if self._shard is None:
             raise RuntimeError(f"vector store {self.path} is closed")
         return self._shard
 
-    def _params(self, exact: bool) -> qe.SearchParams:
+    def _params(self, exact: bool, filtered: bool) -> qe.SearchParams:
         if exact:
             return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         quant = qe.QuantizationSearchParams(rescore=True, oversampling=self.settings.oversampling)
-        return qe.SearchParams(hnsw_ef=self.settings.hnsw_ef, quantization=quant)
+        acorn = qe.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY) if filtered else None
+        return qe.SearchParams(hnsw_ef=self.settings.hnsw_ef, quantization=quant, acorn=acorn)
 
     @staticmethod
     def _hits(points: list[qe.ScoredPoint], k: int) -> list[Hit]:
@@ -430,7 +453,7 @@ class EdgeVectorStore(_Base):
             limit=k,
             query=qe.Query.Nearest(vector.tolist()),
             filter=flt,
-            params=self._params(exact),
+            params=self._params(exact, flt is not None),
             with_payload=True,
             with_vector=False,
         )
@@ -624,15 +647,18 @@ class ClientVectorStore(_Base):
                     m=s.m, ef_construct=s.ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
                 ),
                 quantization_config=_client_quantization(s),
+                optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=s.indexing_threshold_kb),
             )
         if self._local:
             return  # local mode scans every point in Python: it has no payload indexes (and warns if asked)
         schema = client.get_collection(self.collection).payload_schema
         if "horizon_end" not in schema:
-            integer = qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=False, range=True, on_disk=True)
+            integer = qm.IntegerIndexParams(
+                type=qm.IntegerIndexType.INTEGER, lookup=False, range=True, on_disk=True, enable_hnsw=False
+            )
             client.create_payload_index(self.collection, "horizon_end", field_schema=integer, wait=True)
         if "pair" not in schema:
-            keyword = qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, on_disk=True)
+            keyword = qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, on_disk=True, enable_hnsw=False)
             client.create_payload_index(self.collection, "pair", field_schema=keyword, wait=True)
 
     def _live(self) -> QdrantClient:
@@ -640,7 +666,7 @@ class ClientVectorStore(_Base):
             raise RuntimeError(f"vector store collection {self.collection!r} is closed")
         return self._client
 
-    def _params(self, exact: bool) -> qm.SearchParams | None:
+    def _params(self, exact: bool, filtered: bool) -> qm.SearchParams | None:
         from qdrant_client import models as qm
 
         if self._local:
@@ -648,7 +674,8 @@ class ClientVectorStore(_Base):
         if exact:
             return qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
         quant = qm.QuantizationSearchParams(rescore=True, oversampling=self.settings.oversampling)
-        return qm.SearchParams(hnsw_ef=self.settings.hnsw_ef, quantization=quant)
+        acorn = qm.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY) if filtered else None
+        return qm.SearchParams(hnsw_ef=self.settings.hnsw_ef, quantization=quant, acorn=acorn)
 
     @staticmethod
     def _hits(points: Sequence[qm.ScoredPoint], k: int) -> list[Hit]:
@@ -679,12 +706,13 @@ class ClientVectorStore(_Base):
     ) -> list[Hit]:
         query = _check_query(vector, k, self.dim)
         end = None if ended_by is None else _as_epoch(ended_by, "ended_by")
+        flt = _client_filter(end, pair, exclude_pair)
         response = self._live().query_points(
             self.collection,
             query=query.tolist(),
             limit=int(k),
-            query_filter=_client_filter(end, pair, exclude_pair),
-            search_params=self._params(exact),
+            query_filter=flt,
+            search_params=self._params(exact, flt is not None),
             with_payload=True,
         )
         return self._hits(response.points, int(k))
@@ -700,10 +728,13 @@ class ClientVectorStore(_Base):
         ends = _check_ended_by(ended_by, len(matrix))
         if len(matrix) == 0:
             return []
-        params = self._params(exact)
         requests = [
             qm.QueryRequest(
-                query=v.tolist(), limit=int(k), filter=_client_filter(e, None, None), params=params, with_payload=True
+                query=v.tolist(),
+                limit=int(k),
+                filter=_client_filter(e, None, None),
+                params=self._params(exact, e is not None),
+                with_payload=True,
             )
             for v, e in zip(matrix, ends, strict=True)
         ]
