@@ -38,8 +38,8 @@ from cyber_pipelines.backtest.strategies import ANALOG_COLUMN
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
 
-BACKTESTS_CODE_VERSION = "backtests-3"  # 3: verdicts have their own Holm family
-COMPARISON_CODE_VERSION = "comparison-3"  # 3: verdicts have their own Holm family
+BACKTESTS_CODE_VERSION = "backtests-4"  # 4: analog_knn where the pair has analog forecasts
+COMPARISON_CODE_VERSION = "comparison-4"  # 4: pairs with another strategy set are left out, said so
 
 
 class BacktestRunConfig(dg.Config):

@@ -264,5 +264,8 @@ def test_analog_knn_trades_the_forecast_sign_above_its_training_percentile() -> 
     positions = strategy.positions(table)
     assert positions[150] == 1 and positions[302] == -1 and positions[100] == 0
     assert strategy.params()["n_train"] == 140
+    costly = AnalogKnn(min_edge=0.03)  # the forecasts do not pay a 3% round trip: no trade
+    costly.fit(table.head(140))
+    assert not costly.positions(table).any()
     with pytest.raises(ValueError, match="analog_knn needs feature columns"):
         strategy.positions(pl.DataFrame({"close": [1.0]}))

@@ -76,7 +76,8 @@ def default_strategies(config: BacktestConfig, min_hold_bars: int = 1, analog: b
         MoatOnly(min_hold_bars=min_hold_bars),
         SmaGrid(config=config),
     ]
-    return strategies + ([AnalogKnn(min_hold_bars=min_hold_bars)] if analog else [])
+    analog_knn = AnalogKnn(min_hold_bars=min_hold_bars, min_edge=2 * config.cost_rate)  # pays its round trip
+    return strategies + ([analog_knn] if analog else [])
 
 
 @dataclass(frozen=True)

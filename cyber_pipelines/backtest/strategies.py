@@ -52,7 +52,8 @@ MoatOnly: the activity team alone (fitted as in CrossMoat), so the moat signal's
 costs shows apart from the TA teams' turnover.
 
 AnalogKnn: the pattern-memory forecast (``analog_forecast``, from the nearest past windows seen
-without look-ahead) as a single team with the same calibration, hysteresis and minimum hold.
+without look-ahead) as a single team with the same calibration, hysteresis and minimum hold; it votes
+only where the forecast exceeds the round-trip cost.
 
 SmaGrid: the SmaCross of a (fast, slow) grid with the best net Sharpe on the training window (one
 vectorized sweep per fit), traded on the next.
@@ -565,14 +566,20 @@ class AnalogKnn(RuleOfThree):
     """The pattern-memory forecast as the only team: ``analog_forecast`` (the similarity-weighted return
     that followed the nearest past windows, ``patterns.analog``), direction its sign, confidence the
     percentile of its magnitude among the training rows' (``fit``), with the same hysteresis and
-    minimum hold as the consensus strategies. Unfitted it calibrates on its trailing bars."""
+    minimum hold as the consensus strategies. A forecast that does not pay its own round trip
+    (``|forecast| <= min_edge``, give it 2 x the config's cost per side) is no vote. Unfitted it
+    calibrates on its trailing bars."""
 
     quorum: float = 1.0
+    min_edge: float = 0.0
     name: str = "analog_knn"
 
+    def _forecast(self, features: pl.DataFrame) -> np.ndarray:
+        (forecast,) = _columns(features, [ANALOG_COLUMN], "analog_knn")
+        return np.where(forecast != 0, forecast, np.nan)  # 0: no admissible neighbour
+
     def fit(self, train: pl.DataFrame) -> None:
-        (forecast,) = _columns(train, [ANALOG_COLUMN], "analog_knn")
-        self.calibrations = {"analog": calibration(np.where(forecast != 0, forecast, np.nan))}
+        self.calibrations = {"analog": calibration(self._forecast(train))}
 
     def params(self) -> dict[str, Any]:
         ref = self.calibrations.get("analog")
@@ -580,14 +587,17 @@ class AnalogKnn(RuleOfThree):
             "enter_confidence": self.enter_confidence,
             "exit_confidence": self.exit_confidence,
             "min_hold_bars": self.min_hold_bars,
+            "min_edge": self.min_edge,
             "enter_at": None if ref is None else float(np.quantile(ref, self.enter_confidence)),
             "exit_at": None if ref is None else float(np.quantile(ref, self.exit_confidence)),
             "n_train": 0 if ref is None else int(ref.size),
         }
 
     def votes(self, features: pl.DataFrame) -> list[Vote]:
-        (forecast,) = _columns(features, [ANALOG_COLUMN], "analog_knn")
-        return [percentile_vote(np.where(forecast != 0, forecast, np.nan), self.calibrations.get("analog"))]
+        forecast = self._forecast(features)
+        vote = percentile_vote(forecast, self.calibrations.get("analog"))
+        pays = np.abs(np.nan_to_num(forecast)) > self.min_edge
+        return [Vote(np.where(pays, vote.direction, 0.0), vote.confidence, vote.weight)]
 
 
 @dataclass
