@@ -3,6 +3,7 @@ forecasts that retrieval makes without look-ahead."""
 
 import hashlib
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -169,10 +170,32 @@ def pattern_encoder(
     cutoff = training_cutoff([f["timestamp"][0] for f in frames], config.train_days)
     train = windows.filter(pl.col("horizon_end") <= cutoff)
     settings = EncoderSettings(dim=config.dim, hidden=config.hidden, epochs=config.epochs, seed=config.seed)
-    try:
-        model, report = train_encoder(window_matrix(train), settings)
-    except ValueError as exc:
-        raise dg.Failure(f"cannot train the encoder on windows known by {cutoff}: {exc}") from exc
+    train_x = window_matrix(train)
+    # The same training windows and settings make the same model (deterministic): keep its version, so that
+    # new days after the training period do not re-embed every pair's memory.
+    fingerprint = hashlib.sha256(
+        train_x.tobytes() + json.dumps(asdict(settings), sort_keys=True).encode() + ENCODER_CODE_VERSION.encode()
+    ).hexdigest()[:24]
+    name = encoder_name(source)
+    kept = _same_encoder(models, name, fingerprint)
+    if kept is not None:
+        model, training, version = kept
+        context.log.info(f"training windows and settings unchanged: keeping encoder {version}")
+    else:
+        try:
+            model, report = train_encoder(train_x, settings)
+        except ValueError as exc:
+            raise dg.Failure(f"cannot train the encoder on windows known by {cutoff}: {exc}") from exc
+        version = context.run_id
+        training = {
+            "windows": report.n_train,
+            "validation_windows": report.n_validation,
+            "train_loss": report.train_loss,
+            "validation_loss": report.validation_loss,
+            "seconds": round(report.seconds, 2),
+            "settings": report.settings,
+            "fingerprint": fingerprint,
+        }
 
     x = window_matrix(windows)
     ends = epoch_seconds(windows["horizon_end"])
@@ -182,7 +205,6 @@ def pattern_encoder(
     queries = np.sort(
         np.random.default_rng(config.seed).choice(later, min(config.comparison_queries, later.size), False)
     )
-    train_x = window_matrix(train)
     representations = {
         "encoder": embed(model, x),
         "pca": pca_embed(x, pca_basis(train_x, config.dim)),
@@ -190,40 +212,34 @@ def pattern_encoder(
     }
     comparison = compare_representations(representations, ends, asked, outcome, queries, k=config.k)
 
-    version = context.run_id
-    probe = train_x[:1]
-    saved = models.store().save(
-        encoder_name(source),
-        version,
-        encoder_tensors(model),
-        {
-            "architecture": model.architecture(),
-            "source": source,
-            "pairs": [key_to_pair(k) for k in keys],
-            "window_dim": int(x.shape[1]),
-            "trained_through": cutoff.isoformat(),
-            "training": {
-                "windows": report.n_train,
-                "validation_windows": report.n_validation,
-                "train_loss": report.train_loss,
-                "validation_loss": report.validation_loss,
-                "seconds": round(report.seconds, 2),
-                "settings": report.settings,
+    saved = models.store().folder(name, version)
+    if kept is None:
+        probe = train_x[:1]
+        models.store().save(
+            name,
+            version,
+            encoder_tensors(model),
+            {
+                "architecture": model.architecture(),
+                "source": source,
+                "pairs": [key_to_pair(k) for k in keys],
+                "window_dim": int(x.shape[1]),
+                "trained_through": cutoff.isoformat(),
+                "training": training,
+                "comparison": comparison,
+                "probe": {"input": probe[0].tolist(), "output": embed(model, probe)[0].tolist()},
+                "run_id": version,
+                "torch": torch.__version__,
             },
-            "comparison": comparison,
-            "probe": {"input": probe[0].tolist(), "output": embed(model, probe)[0].tolist()},
-            "run_id": version,
-            "torch": torch.__version__,
-        },
-    )
+        )
     table = pl.DataFrame(
         [{"representation": name, **{k: float(v) for k, v in figures.items()}} for name, figures in comparison.items()]
     )
     losses = pl.DataFrame(
         {
-            "epoch": list(range(1, len(report.train_loss) + 1)),
-            "train": report.train_loss,
-            "validation": report.validation_loss,
+            "epoch": list(range(1, len(training["train_loss"]) + 1)),
+            "train": training["train_loss"],
+            "validation": training["validation_loss"],
         }
     )
     digest = hashlib.sha256((saved / "model.safetensors").read_bytes()).hexdigest()[:24]
@@ -232,12 +248,13 @@ def pattern_encoder(
         metadata={
             "source": source,
             "version": version,
+            "retrained": kept is None,
             "pairs": ", ".join(key_to_pair(k) for k in keys),
             "trained_through": cutoff.isoformat(),
-            "train_windows": report.n_train,
-            "train_loss": final_loss(report.train_loss),
-            "validation_loss": final_loss(report.validation_loss),
-            "training_seconds": round(report.seconds, 2),
+            "train_windows": training["windows"],
+            "train_loss": final_loss(training["train_loss"]),
+            "validation_loss": final_loss(training["validation_loss"]),
+            "training_seconds": training["seconds"],
             "loss_by_epoch": dg.MetadataValue.md(markdown_table(losses)),
             "encoder_vs_pca": dg.MetadataValue.md(
                 f"Out of sample ({len(queries)} windows after {cutoff:%Y-%m-%d}, exact search among windows known "
@@ -248,6 +265,19 @@ def pattern_encoder(
             "model_path": dg.MetadataValue.path(str(saved)),
         },
     )
+
+
+def _same_encoder(models: ModelStoreResource, name: str, fingerprint: str) -> tuple["WindowEncoder", dict, str] | None:
+    """The latest encoder if it was trained on these windows with these settings (its fingerprint), else None."""
+    from cyber_pipelines.patterns.encoder import load_encoder
+
+    store = models.store()
+    if store.latest(name) is None:
+        return None
+    tensors, config, version = store.load(name)
+    if (config.get("training") or {}).get("fingerprint") != fingerprint:
+        return None
+    return load_encoder(tensors, config), config["training"], version
 
 
 def _load_encoder(models: ModelStoreResource, source: str) -> tuple["WindowEncoder", dict, str]:

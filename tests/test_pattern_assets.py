@@ -218,9 +218,18 @@ def test_the_gate_blocks_an_index_whose_recall_is_too_low(pipeline: Pipeline, tm
     assert evaluation.metadata["points"].value == evaluation.metadata["windows"].value  # only recall failed
 
 
+def test_the_same_training_windows_and_settings_keep_the_encoder_version(pipeline: Pipeline) -> None:
+    again = pipeline.materialize([pattern_encoder], run_config=ENCODER)
+    meta = metadata(again, "pattern_encoder")
+    assert again.success and meta["retrained"] is False
+    assert meta["version"] == ModelStore(pipeline.resources["models"].root).latest(encoder_name("synthetic"))
+    assert meta["version"] != again.run_id
+
+
 def test_analog_forecasts_refuse_a_memory_from_another_encoder(pipeline: Pipeline) -> None:
-    retrained = pipeline.materialize([pattern_encoder], run_config=ENCODER)
-    assert retrained.success
+    other_seed = {"ops": {"pattern_encoder": {"config": {**ENCODER["ops"]["pattern_encoder"]["config"], "seed": 1}}}}
+    retrained = pipeline.materialize([pattern_encoder], run_config=other_seed)
+    assert retrained.success and metadata(retrained, "pattern_encoder")["retrained"] is True
     refused = pipeline.materialize([analog_forecasts], partition_key="BTC-USD", run_config=ANALOG)
     assert not refused.success
     failure = refused.get_step_failure_events()[0].step_failure_data.error

@@ -77,7 +77,12 @@ def exact_neighbours_before(
         stop = min(start + BATCH, len(queries))
         sims = queries[start:stop] @ memory.T
         sims[memory_horizon_end[None, :] > known_at[start:stop, None]] = -np.inf
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        if k < sims.shape[1]:  # the k best of each row, then those k in order
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(part, order, axis=1)
+        else:
+            top = np.argsort(-sims, axis=1, kind="stable")
         found = np.take_along_axis(sims, top, axis=1)
         ok = np.isfinite(found)
         index[start:stop, : top.shape[1]] = np.where(ok, top, -1)
