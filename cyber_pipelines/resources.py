@@ -63,7 +63,7 @@ class VectorStoreResource(dg.ConfigurableResource):
     ef_construct: int = 100
     hnsw_ef: int = 128
     quantization: str = "int8"
-    oversampling: float = 2.0
+    oversampling: float = 4.0
     indexing_threshold_kb: int = 1000
 
     _memory: dict = PrivateAttr(default_factory=dict)
