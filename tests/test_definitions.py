@@ -92,3 +92,17 @@ def test_dagster_definitions_validate_succeeds(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Validation successful for code location" in output
+
+
+def test_the_assets_that_open_the_vector_store_share_a_pool_of_one(tmp_path: Path) -> None:
+    from cyber_pipelines.instance import POOL_LIMITS, ensure_pool_limits
+
+    for name in ("pattern_embeddings", "analog_forecasts"):
+        assert defs.resolve_assets_def(name).op.pool == "vector_store", name
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        ensure_pool_limits(instance)
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits() if not p.from_default}
+        assert limits == POOL_LIMITS == {"vector_store": 1}
+        instance.event_log_storage.set_concurrency_slots("vector_store", 3)  # an operator's own choice stays
+        ensure_pool_limits(instance)
+        assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}["vector_store"] == 3
