@@ -270,3 +270,18 @@ def test_patterns_similar_prints_admissible_neighbours_and_fails_in_one_line(
     with EdgeVectorStore(VectorStoreResource.edge_path(pipeline.data, "synthetic"), 32):  # another holder
         assert main(["patterns", "similar", "--pair", "ETH/USD", "--at", at]) == 1
         assert "is held by another process" in capsys.readouterr().err
+
+
+def test_a_pair_no_longer_processed_keeps_its_patterns(pipeline: Pipeline) -> None:
+    """A pair taken out of the partitions (as hibernation will) keeps its points; other pairs' runs and the
+    memory's own re-materialization touch only their own pair."""
+    path = VectorStoreResource.edge_path(pipeline.data, "synthetic")
+    with EdgeVectorStore(path, 32) as store:
+        before = store.count("ETH/USD")
+    pipeline.instance.delete_dynamic_partition("pairs", "ETH-USD")
+    try:
+        assert pipeline.materialize([pattern_embeddings], partition_key="BTC-USD").success
+        with EdgeVectorStore(path, 32) as store:
+            assert store.count("ETH/USD") == before > 0
+    finally:
+        pipeline.instance.add_dynamic_partitions("pairs", ["ETH-USD"])
