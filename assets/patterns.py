@@ -81,8 +81,8 @@ def pattern_windows(
         windows = build_windows(store.read(source, "features", pair_key), pair, config.length)
     except (FileNotFoundError, ValueError) as exc:
         raise dg.Failure(f"cannot build the windows of {pair} ({source}): {exc}") from exc
-    if windows.height == 0:
-        raise dg.Failure(f"{pair} ({source}): no window of {config.length} consecutive bars in its features")
+    if windows.height == 0:  # a new pair: an empty memory until it has the bars (not a failure)
+        context.log.warning(f"{pair} ({source}): no window of {config.length} consecutive bars in its features yet")
     path = store.write(windows, source, "pattern_windows", pair_key)
     regimes = windows["regime"].value_counts().sort("regime")
     return dg.MaterializeResult(
@@ -98,8 +98,8 @@ def pattern_windows(
             "with_outcome": int(windows["fwd_24h"].is_not_null().sum()),
             "window_hours": config.length,
             "dim": window_dim(config.length),
-            "first_window_end": str(windows["timestamp"][0]),
-            "last_window_end": str(windows["timestamp"][-1]),
+            "first_window_end": str(windows["timestamp"].min()),
+            "last_window_end": str(windows["timestamp"].max()),
             "regimes": dg.MetadataValue.md(markdown_table(regimes)),
             "path": dg.MetadataValue.path(str(path)),
         },

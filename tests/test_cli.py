@@ -502,7 +502,7 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert main([*argv, "--train-days", "7", "--test-days", "3", "--seed", "3", "--sign", "-1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["pairs"] == ["ETH/USD"] and report["days"] == 12
-    layers = ["market", "github", "moat", "features", "backtests", "comparison"]
+    layers = ["market", "github", "moat", "features", "encoder", "memory", "analogs", "backtests", "comparison"]
     assert [layer["layer"] for layer in report["layers"]] == layers
     last = TODAY - timedelta(days=1)
     assert (report["first_day"], report["last_day"]) == ((last - timedelta(days=11)).isoformat(), last.isoformat())
@@ -511,7 +511,14 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert not (isolated_dirs / "dagster_home").exists() and not (isolated_dirs / "data").exists()
     instance = instance_at(home / "dagster_home")
     assert instance.get_dynamic_partitions("pairs") == ["ETH-USD"]
-    assert {r.job_name for r in instance.get_runs()} >= {"market_ingest", "features", "compare_strategies"}
+    assert {r.job_name for r in instance.get_runs()} >= {
+        "market_ingest",
+        "features",
+        "train_pattern_encoder",
+        "pattern_memory",
+        "forecast_analogs",
+        "compare_strategies",
+    }
     stored = pl.read_parquet(list((home / "data" / "synthetic" / "ohlcv" / "ETH-USD").glob("*.parquet")))
     assert stored.height == 12 * 24  # exactly the demo's days
     assert set(report["leadlag"]) == {"ETH-USD"}
@@ -520,7 +527,8 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert "effect_sign: -1" in (home / "pipeline.yaml").read_text()
     # the answer: per strategy its fitted parameters per window, OOS figures, raw and adjusted p, a verdict
     comparison = report["comparison"]
-    assert comparison["pairs"] == ["ETH-USD"] and len(comparison["verdicts"]) == 4
+    assert comparison["pairs"] == ["ETH-USD"] and len(comparison["verdicts"]) == 5  # analog_knn the fifth
+    assert "analog_knn" in comparison["strategies"]
     for name, strategy in comparison["strategies"].items():
         windows = comparison["by_pair"]["ETH-USD"][name]["windows"]
         assert windows and all("params" in w for w in windows)
@@ -551,7 +559,10 @@ def test_demo_stops_at_the_first_failed_layer_and_shows_no_results(
     captured = capsys.readouterr()
     assert "market     FAILED (1 of 1 runs)" in captured.out
     assert "lead-lag" not in captured.out and "strategy comparison" not in captured.out
-    assert "demo stopped at the market layer; not run: github, moat, features, backtests, comparison" in captured.err
+    assert (
+        "demo stopped at the market layer; not run: github, moat, features, encoder, memory, analogs, backtests, "
+        "comparison" in captured.err
+    )
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "BTC/USD" in errors[0]
     runs = instance_at(isolated_dirs / "demo" / "dagster_home").get_runs()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 DEFAULT_DIM = 32
+MIN_TRAINING_WINDOWS = 100  # a batch is at most the training windows; fewer than this are refused
 
 
 def encoder_name(source: str) -> str:
@@ -84,11 +85,12 @@ def train_encoder(windows: np.ndarray, settings: EncoderSettings | None = None) 
     if x.ndim != 2 or not np.all(np.isfinite(x)):
         raise ValueError(f"training windows must be a finite 2-d array, got shape {x.shape}")
     n_val = max(1, int(len(x) * settings.validation_share))
-    if len(x) - n_val < settings.batch_size:
+    if len(x) - n_val < MIN_TRAINING_WINDOWS:
         raise ValueError(
-            f"{len(x)} training windows are too few: need more than batch_size {settings.batch_size} + the "
+            f"{len(x)} training windows are too few: need {MIN_TRAINING_WINDOWS} + the "
             f"{settings.validation_share:.0%} held out"
         )
+    batch_size = min(settings.batch_size, len(x) - n_val)
     generator = _deterministic(settings.seed)
     began = time.perf_counter()
     model = WindowEncoder(x.shape[1], settings.dim, settings.hidden)
@@ -100,8 +102,8 @@ def train_encoder(windows: np.ndarray, settings: EncoderSettings | None = None) 
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
-        for start in range(0, len(train), settings.batch_size):
-            batch = train[order[start : start + settings.batch_size]]
+        for start in range(0, len(train), batch_size):
+            batch = train[order[start : start + batch_size]]
             optimizer.zero_grad()
             loss = nn.functional.mse_loss(model(batch), batch)
             loss.backward()

@@ -50,8 +50,9 @@ def index_pair(
     """Replace the pair's points with these; returns how many stale points were removed first."""
     stale = set(store.ids(pair)) - set(ids)
     removed = store.delete_pair(pair) if stale else 0
-    store.upsert(ids, vectors, payloads)
-    store.optimize()
+    if ids:
+        store.upsert(ids, vectors, payloads)
+        store.optimize()
     return removed
 
 

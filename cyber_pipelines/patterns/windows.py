@@ -132,7 +132,8 @@ def _frame(pair: str, ts: pl.Series, vector: np.ndarray, forward: np.ndarray, re
 def window_matrix(windows: pl.DataFrame) -> np.ndarray:
     """The ``vector`` column as a float32 matrix (rows x dim)."""
     if windows.height == 0:
-        return np.zeros((0, 0), np.float32)
+        dtype = windows.schema["vector"]
+        return np.zeros((0, dtype.size if isinstance(dtype, pl.Array) else 0), np.float32)
     return windows["vector"].to_numpy().astype(np.float32, copy=False)
 
 
