@@ -269,3 +269,21 @@ def test_analog_knn_trades_the_forecast_sign_above_its_training_percentile() -> 
     assert not costly.positions(table).any()
     with pytest.raises(ValueError, match="analog_knn needs feature columns"):
         strategy.positions(pl.DataFrame({"close": [1.0]}))
+
+
+@pytest.mark.slow
+def test_the_ic_gain_test_holds_its_size_with_overlapping_outcomes_and_persistent_forecasts() -> None:
+    """Under the null (two forecasts independent of the outcome), with 6-hour outcomes that overlap and
+    forecasts as persistent as the analog's (AR(1) 0.95), the one-sided test rejects at about alpha."""
+    rejected, seeds, n = 0, 200, 2000
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        shocks = rng.standard_normal(n + 6)
+        realized = np.convolve(shocks, np.ones(6), "valid")[:n]  # overlapping 6-bar sums
+        a, b = np.zeros(n), np.zeros(n)
+        ea, eb = rng.standard_normal(n), rng.standard_normal(n)
+        for t in range(1, n):
+            a[t], b[t] = 0.95 * a[t - 1] + ea[t], 0.95 * b[t - 1] + eb[t]
+        rejected += ic_gain_test(a, b, realized, n_boot=199, seed=seed).p_value < 0.05
+    rate = rejected / seeds
+    assert 0.01 <= rate <= 0.09, rate  # 5% +/- 2.5 binomial SE at 200 seeds
