@@ -435,8 +435,14 @@ def analog_forecasts(
             "materialize pattern_embeddings for them first"
         )
     windows = _windows(store, source, pair_key)
-    memory = pl.concat([_windows(store, source, k) for k in keys if store.exists(source, "pattern_windows", k)])
     key = f"fwd_{config.horizon_hours}h"
+    memory = pl.concat(  # the base rate needs only when each outcome was known and what it was, not the vectors
+        [
+            pl.scan_parquet(store.path(source, "pattern_windows", k)).select("horizon_end", key)
+            for k in keys
+            if store.exists(source, "pattern_windows", k)
+        ]
+    ).collect()
     asked = epoch_seconds(windows["timestamp"]) + int(BAR.total_seconds())
     embedded = embed(model, window_matrix(windows))
     with vectors.session(store.root, source, embedded.shape[1]) as index:
