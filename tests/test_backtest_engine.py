@@ -1,4 +1,4 @@
-"""The vectorized engine against a plain bar-by-bar cash/units simulation, plus metrics and errors."""
+"""Single runs (the kernel) against a plain bar-by-bar cash/units simulation, plus metrics and errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+from backtest_reference import make_candles, random_targets, reference
 
 from cyber_pipelines.backtest.engine import (
     FILL_CLOSE_NOTE,
@@ -20,99 +21,25 @@ from cyber_pipelines.backtest.engine import (
 from cyber_pipelines.backtest.metrics import SHARPE_FORMULA, annualized_unavailable_reason, max_drawdown
 
 
-def make_candles(n: int, seed: int, step: timedelta = timedelta(hours=1), vol: float = 0.02) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
-    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, vol / 2, n))  # gaps
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol, n)))
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-    return pl.DataFrame(
-        {
-            "timestamp": [start + i * step for i in range(n)],
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": np.ones(n),
-        }
-    )
-
-
-def reference(candles: pl.DataFrame, target: np.ndarray, cfg: BacktestConfig) -> tuple[np.ndarray, int]:
-    """Bar-by-bar cash and units; fills solved by fixed-point iteration. Returns equity, entries."""
-    o, h, lo, c = (candles[k].to_numpy() for k in ("open", "high", "low", "close"))
-    rate = cfg.fee + cfg.slippage
-    cash, units, entries = cfg.initial_cash, 0.0, 0
-    latch = 0.0  # sign of a trade cut by its stop: stay flat while the signal keeps that sign
-    entry_price = 0.0
-    held_sign = 0.0  # sign of the (pre-stop) signal being held
-    weights = np.clip(target, -1 if cfg.allow_short else 0, 1) * cfg.size_multiplier
-    out = np.empty(len(c))
-
-    def fill(w: float, price: float) -> None:
-        nonlocal cash, units, entries, entry_price, held_sign, latch
-        sign = float(np.sign(w))
-        if sign != held_sign:
-            latch = 0.0
-            held_sign = sign
-        if latch and sign == latch:
-            w = 0.0
-        equity = cash + units * price
-        new = w * equity / price
-        for _ in range(200):  # u1 * p = w * (E - rate * |u1 - u0| * p)
-            new = w * (equity - rate * abs(new - units) * price) / price
-        if np.sign(new) != 0 and np.sign(new) != np.sign(units):
-            entries += 1
-            entry_price = price
-        cash -= (new - units) * price + rate * abs(new - units) * price
-        units = new
-
-    def stop(t: int) -> None:
-        nonlocal cash, units, latch
-        if cfg.stop_loss is None or units == 0:
-            return
-        side = np.sign(units)
-        level = entry_price * (1 - side * cfg.stop_loss)
-        if (side > 0 and lo[t] <= level) or (side < 0 and h[t] >= level):
-            price = min(o[t], level) if side > 0 else max(o[t], level)
-            cash += units * price - rate * abs(units) * price
-            units = 0.0
-            latch = side
-
-    last_w = 0.0
-    for t in range(len(c)):
-        if cfg.fill == "next_open":
-            w = weights[t - 1] if t > 0 else 0.0
-            if w != last_w:
-                fill(w, o[t])
-                last_w = w
-            stop(t)
-        else:
-            stop(t)
-            if weights[t] != last_w:
-                fill(weights[t], c[t])
-                last_w = weights[t]
-        out[t] = cash + units * c[t]
-    return out, entries
-
-
 @pytest.mark.parametrize("fill", ["next_open", "close"])
 @pytest.mark.parametrize("short", [False, True])
 @pytest.mark.parametrize("stop_loss", [None, 0.03])
-def test_engine_matches_bar_by_bar_reference(fill: str, short: bool, stop_loss: float | None) -> None:
+@pytest.mark.parametrize("size_multiplier", [1.0, 0.5])
+def test_engine_matches_bar_by_bar_reference(
+    fill: str, short: bool, stop_loss: float | None, size_multiplier: float
+) -> None:
     candles = make_candles(400, seed=1)
-    rng = np.random.default_rng(2)
-    # persistent random targets in {-1, -0.5, 0, 0.5, 1}, changing about every 8 bars
-    changes = rng.random(400) < 0.12
-    levels = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=400)
-    target = levels[np.maximum.accumulate(np.where(changes, np.arange(400), 0))]
-    cfg = BacktestConfig(fill=fill, allow_short=short, stop_loss=stop_loss)  # type: ignore[arg-type]
+    target = random_targets(400, seed=2)
+    cfg = BacktestConfig(fill=fill, allow_short=short, stop_loss=stop_loss, size_multiplier=size_multiplier)  # type: ignore[arg-type]
     result = run_backtest(candles, target, cfg)
-    expected, entries = reference(candles, target, cfg)
-    np.testing.assert_allclose(result.equity["equity"].to_numpy(), expected, rtol=1e-9)
-    assert result.metrics["n_trades"] == entries
-    assert result.trades["pnl"].sum() == pytest.approx(expected[-1] - cfg.initial_cash, rel=1e-9)
+    expected = reference(candles, target, cfg)
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), expected.equity, rtol=1e-9)
+    np.testing.assert_array_equal(result.equity["position"].to_numpy(), expected.position)
+    assert result.metrics["n_trades"] == len(expected.trades) == result.trades.height
+    for name in ("pnl", "return", "entry_price", "exit_price", "is_open"):
+        want = [t[name] for t in expected.trades]
+        np.testing.assert_allclose(result.trades[name].to_numpy().astype(float), want, rtol=1e-9, atol=1e-9)
+    assert result.trades["pnl"].sum() == pytest.approx(expected.equity[-1] - cfg.initial_cash, rel=1e-9)
     if stop_loss is not None:  # the comparison covers stops: several exits are at stop prices
         at_bar_prices = np.isin(result.trades["exit_price"].to_numpy(), candles.select("open", "close").to_numpy())
         assert np.count_nonzero(~at_bar_prices) >= 5

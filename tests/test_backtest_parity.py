@@ -169,6 +169,8 @@ def test_the_two_rules_differ_when_the_fast_average_starts_above() -> None:
         BacktestConfig(),
         BacktestConfig(fill="close", allow_short=True),
         BacktestConfig(fee=0.001, slippage=0.0005, size_multiplier=0.5, allow_short=True),
+        BacktestConfig(stop_loss=0.05, allow_short=True),  # grids support stops: the same kernel
+        BacktestConfig(fill="close", stop_loss=0.03, size_multiplier=0.5),
     ],
 )
 def test_engine_equals_sweep(goog: pl.DataFrame, cfg: BacktestConfig) -> None:
@@ -186,9 +188,7 @@ def test_engine_equals_sweep(goog: pl.DataFrame, cfg: BacktestConfig) -> None:
                 assert match[name] == pytest.approx(value, rel=1e-9, nan_ok=True), where
 
 
-def test_sweep_rejects_stops_and_bad_grids(goog: pl.DataFrame) -> None:
-    with pytest.raises(ValueError, match="stop_loss"):
-        sweep_sma_cross(goog, [5], [20], BacktestConfig(stop_loss=0.05))
+def test_sweep_rejects_bad_grids(goog: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match="fast < slow"):
         sweep_sma_cross(goog, [30], [20])
     with pytest.raises(ValueError, match="rule"):
@@ -196,6 +196,8 @@ def test_sweep_rejects_stops_and_bad_grids(goog: pl.DataFrame) -> None:
     arrays = {"open": goog["open"].to_numpy(), "close": goog["close"].to_numpy()}
     with pytest.raises(ValueError, match="bars_per_year"):
         sweep_sma_cross(arrays, [5], [20])
+    with pytest.raises(ValueError, match="high and low"):  # a stop needs the bars' range
+        sweep_sma_cross(arrays, [5], [20], BacktestConfig(stop_loss=0.05, bars_per_year=252))
     from_arrays = sweep_sma_cross(arrays, [5], [20], BacktestConfig(bars_per_year=252))
     from_frame = sweep_sma_cross(goog, [5], [20], BacktestConfig(bars_per_year=252))
     # CAGR needs the span in years: the frame's calendar span, the arrays' (n - 1) / bars_per_year

@@ -1,4 +1,4 @@
-"""Vectorized single-run backtest engine (numpy): target positions in, equity, trades, metrics out.
+"""The backtest model and single runs: target positions in, equity, trades, metrics out.
 
 Model. ``target_position[t]`` in [-1, 1] is decided at bar t's close. With ``fill="next_open"`` it
 is executed at bar t+1's open (the last bar's target is never executed), with ``fill="close"`` at
@@ -19,23 +19,28 @@ calendar's (``config.calendar``, or inferred from the timestamps by ``infer_cale
 ``metrics``), so gaps neither shrink bars_per_year nor inflate the Sharpe. CAGR and Calmar use the
 sample's calendar span and are NaN under a year (``BacktestResult.annualized_note`` gives the reason).
 
-Vectorization. Equity only changes multiplicatively at fills, so the equity after every fill is a
-cumulative product over the fills (``_equity_after_fills``), with no loop. The stop loss is the
-only path-dependent part: a tight Python loop over *trades* (not bars), each searching its bars
-with one numpy comparison; a stop exits at the stop price (or at the open if the bar gapped
-through it), and the position stays flat until the signal leaves that direction.
+Stop loss (``stop_loss``): a position is closed at ``entry * (1 - stop)`` (long; ``1 + stop`` short),
+or at the bar's open if the bar gapped through that level, and stays flat until the target leaves
+that side. With ``fill="next_open"`` a stop can trigger on the bar of the entry (after its open);
+with ``fill="close"`` from the bar after, before that bar's own close fill.
+
+Every backtest, this single run as well as the grids of ``sweep``, goes through the one compiled
+loop of ``kernel`` (fills, stops, equity, trades and the sums of the metrics); this module validates
+the inputs, settles the annualization and turns the kernel's output into frames.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from cyber_pipelines.backtest.metrics import all_metrics, annualized_unavailable_reason, bar_returns
+from cyber_pipelines.backtest.kernel import NO_STOP, TRADE_FIELDS, RunSpec, metrics_from_sums, simulate
+from cyber_pipelines.backtest.metrics import annualized_unavailable_reason, bar_returns
 
 Fill = Literal["next_open", "close"]
 FILLS: tuple[str, ...] = ("next_open", "close")
@@ -132,6 +137,11 @@ class Ohlc:
     low: np.ndarray
     close: np.ndarray
 
+    @property
+    def prices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(open, high, low, close), as the kernel takes them."""
+        return self.open, self.high, self.low, self.close
+
 
 def ohlc_arrays(candles: pl.DataFrame) -> Ohlc:
     """Validated float arrays of a candle frame (timestamp, open, high, low, close)."""
@@ -224,8 +234,8 @@ def annualization(timestamps: pl.Series, config: BacktestConfig) -> Annualizatio
     return Annualization(bpy, calendar, periods, years)
 
 
-def executed_weights(target: np.ndarray, n: int, config: BacktestConfig) -> np.ndarray:
-    """Validated target -> weight held after each bar's fills (axis 0 = bars; 1-D or 2-D)."""
+def validated_targets(target: np.ndarray, n: int) -> np.ndarray:
+    """Target positions as floats, checked: ``n`` rows (axis 0 = bars; 1-D or 2-D), finite, in [-1, 1]."""
     target = np.asarray(target, dtype=float)
     if target.shape[0] != n:
         raise ValueError(f"target_position has {target.shape[0]} rows, candles have {n}")
@@ -233,82 +243,22 @@ def executed_weights(target: np.ndarray, n: int, config: BacktestConfig) -> np.n
         raise ValueError("target_position has NaN/inf values (use 0 for 'no position')")
     if np.any(np.abs(target) > 1 + 1e-12):
         raise ValueError("target_position must be within [-1, 1]")
-    weights = np.clip(target, -1.0 if config.allow_short else 0.0, 1.0) * config.size_multiplier
-    if config.fill == "next_open":
-        weights = np.concatenate([np.zeros_like(weights[:1]), weights[:-1]])
-    return weights
+    return target
 
 
-def fill_cost_factor(h: np.ndarray, w: np.ndarray, c: float) -> np.ndarray:
-    """E_after / E_before of a fill from drifted weight h to weight w with cost rate c per side.
-
-    From ``u1 p = w E'`` and ``E' = E - c |u1 - u0| p`` with ``u0 p = h E``: with d = sign(w - h),
-    ``E' / E = (1 + c d h) / (1 + c d w)``.
-    """
-    d = np.sign(w - h)
-    return (1.0 + c * d * h) / (1.0 + c * d * w)
-
-
-def _equity_after_fills(
-    price: np.ndarray, w: np.ndarray, c: float, e0: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equity just before and just after each fill, and the drifted weight entering each fill."""
-    growth = np.ones_like(price)  # growth[k]: equity factor from fill k to fill k+1
-    drift = np.zeros_like(price)  # weight held just before fill k (after the price moved)
-    if price.size > 1:
-        ratio = price[1:] / price[:-1]
-        growth[:-1] = np.maximum(1.0 + w[:-1] * (ratio - 1.0), 0.0)
-        safe = np.where(growth[:-1] > 0, growth[:-1], 1.0)
-        drift[1:] = np.where(growth[:-1] > 0, w[:-1] * ratio / safe, 0.0)
-    factor = fill_cost_factor(drift, w, c)
-    after = e0 * np.cumprod(factor * np.concatenate([[1.0], growth[:-1]]))
-    before = np.concatenate([[e0], after[:-1] * growth[:-1]])
-    return before, after, drift
-
-
-def _apply_stops(
-    bar: np.ndarray, price: np.ndarray, w: np.ndarray, seq: np.ndarray, ohlc: Ohlc, config: BacktestConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Cut each trade at its stop; returns the new fill arrays (bar, price, weight, order key)."""
-    assert config.stop_loss is not None
-    n = ohlc.close.size
-    on_close = config.fill == "close"
-    sign = np.sign(w)
-    starts = np.flatnonzero((sign != 0) & (sign != np.concatenate([[0.0], sign])[:-1]))
-    keep = np.ones(bar.size, dtype=bool)
-    stops: list[tuple[int, float]] = []
-    for k in starts:  # loop over trades; each trade's bars are searched vectorized
-        side = sign[k]
-        later = np.flatnonzero(sign[k + 1 :] != side)
-        end_fill = k + 1 + later[0] if later.size else bar.size
-        end_bar = bar[end_fill] if end_fill < bar.size else n
-        lo = bar[k] + 1 if on_close else bar[k]
-        hi = min(end_bar, n - 1) if on_close else end_bar - 1
-        if hi < lo:
-            continue
-        level = price[k] * (1.0 - side * config.stop_loss)
-        window = ohlc.low[lo : hi + 1] <= level if side > 0 else ohlc.high[lo : hi + 1] >= level
-        hit = np.flatnonzero(window)
-        if not hit.size:
-            continue
-        s = lo + int(hit[0])
-        gap_open = ohlc.open[s]
-        fill = min(gap_open, level) if side > 0 else max(gap_open, level)
-        stops.append((s, fill))
-        inside = np.arange(k + 1, end_fill)
-        cut = bar[inside] >= s if on_close else bar[inside] > s
-        keep[inside[cut]] = False
-    if not stops:
-        return bar, price, w, seq
-    s_bar = np.array([s for s, _ in stops])
-    s_price = np.array([p for _, p in stops])
-    bar = np.concatenate([bar[keep], s_bar])
-    price = np.concatenate([price[keep], s_price])
-    w = np.concatenate([w[keep], np.zeros(len(stops))])
-    # a stop happens after a next_open fill of its bar, and before a close fill of its bar
-    seq = np.concatenate([seq[keep], np.full(len(stops), -1 if on_close else 1)])
-    order = np.lexsort((seq, bar))
-    return bar[order], price[order], w[order], seq[order]
+def run_spec(configs: Sequence[BacktestConfig]) -> RunSpec:
+    """The kernel's per-run settings of one config per run (they must share the fill and the cash)."""
+    first = configs[0]
+    if any(c.fill != first.fill or c.initial_cash != first.initial_cash for c in configs):
+        raise ValueError("the runs of one kernel pass must share fill and initial_cash")
+    return RunSpec(
+        on_close=first.fill == "close",
+        initial_cash=first.initial_cash,
+        lower=np.array([-1.0 if c.allow_short else 0.0 for c in configs]),
+        mult=np.array([c.size_multiplier for c in configs]),
+        cost=np.array([c.cost_rate for c in configs]),
+        stop=np.array([NO_STOP if c.stop_loss is None else c.stop_loss for c in configs]),
+    )
 
 
 def run_backtest(
@@ -319,52 +269,19 @@ def run_backtest(
     ohlc = ohlc_arrays(candles)
     n = ohlc.close.size
     ann = annualization(ohlc.timestamp, config)
+    target = validated_targets(target_position, n)
+    if target.ndim != 1:
+        raise ValueError(f"target_position must be 1-D, got shape {target.shape}")
+    run = simulate(ohlc.prices, target[None, :], run_spec([config]), record_trades=True)
+    assert run.equity is not None and run.position is not None and run.units is not None and run.trades is not None
     bpy = ann.bars_per_year
-    held = executed_weights(target_position, n, config)
-    fill_price = ohlc.open if config.fill == "next_open" else ohlc.close
-    bar = np.flatnonzero(np.diff(held, prepend=0.0) != 0)
-    price, w = fill_price[bar], held[bar]
-    seq = np.zeros(bar.size, dtype=int)
-    if config.stop_loss is not None and bar.size:
-        bar, price, w, seq = _apply_stops(bar, price, w, seq, ohlc, config)
-
-    c = config.cost_rate
-    e0 = config.initial_cash
-    if bar.size:
-        before, after, drift = _equity_after_fills(price, w, c, e0)
-    else:
-        before = after = drift = np.zeros(0)
-    k = np.searchsorted(bar, np.arange(n), side="right") - 1  # last fill at or before each bar
-    has = k >= 0
-    kk = np.where(has, k, 0)
-    if bar.size:
-        equity = np.where(has, after[kk] * (1.0 + w[kk] * (ohlc.close / price[kk] - 1.0)), e0)
-        position = np.where(has, w[kk], 0.0)
-        units_at_fill = w * after / price
-        units = np.where(has, units_at_fill[kk], 0.0)
-    else:
-        equity, position, units = np.full(n, e0), np.zeros(n), np.zeros(n)
-        units_at_fill = np.zeros(0)
-    ruined = np.maximum.accumulate(equity <= 0)
-    equity = np.where(ruined, 0.0, equity)
-
-    trades = _trade_list(ohlc, bar, price, w, before, drift, units_at_fill, equity[-1], c)
-    pnl = trades["pnl"].to_numpy()
-    metrics = all_metrics(
-        equity,
-        position,
-        pnl,
-        trades["return"].to_numpy(),
-        np.zeros(pnl.size, dtype=np.int64),
-        e0,
-        bpy,
-        years=ann.years,
-        periods=ann.periods,
+    metrics = metrics_from_sums(run.sums, config.initial_cash, n, bpy, years=ann.years, periods=ann.periods)
+    curve = pl.DataFrame(
+        {"timestamp": ohlc.timestamp, "equity": run.equity[0], "position": run.position[0], "units": run.units[0]}
     )
-    curve = pl.DataFrame({"timestamp": ohlc.timestamp, "equity": equity, "position": position, "units": units})
     return BacktestResult(
         equity=curve,
-        trades=trades,
+        trades=_trade_table(ohlc.timestamp, run.trades),
         metrics={key: float(v[0]) for key, v in metrics.items()},
         config=config,
         bars_per_year=bpy,
@@ -374,47 +291,19 @@ def run_backtest(
     )
 
 
-def _trade_list(
-    ohlc: Ohlc,
-    bar: np.ndarray,
-    price: np.ndarray,
-    w: np.ndarray,
-    before: np.ndarray,
-    drift: np.ndarray,
-    units: np.ndarray,
-    last_equity: float,
-    c: float,
-) -> pl.DataFrame:
-    """Trades are runs of fills with the same position sign; pnl includes every cost paid inside.
-
-    A trade's pnl is the equity after its exit (its exit cost paid, the next trade's entry not yet)
-    minus the equity before its entry (the previous trade's exit cost paid), which holds because cash
-    earns nothing and only one position is held. A trade still open at the end is marked to the
-    last close without an exit cost (``is_open``).
-    """
-    sign = np.sign(w)
-    prev = np.concatenate([[0.0], sign])[:-1]
-    start = np.flatnonzero((sign != 0) & (sign != prev))
-    end = np.flatnonzero((prev != 0) & (sign != prev))
-    # equity once the previous position is closed: before * (1 - c |drift|)
-    closed_equity = before * (1.0 - c * np.abs(drift))
-    n_open = start.size - end.size
-    exit_equity = np.concatenate([closed_equity[end], np.full(n_open, last_equity)])
-    entry_equity = closed_equity[start]
-    pnl = exit_equity - entry_equity
-    entry_notional = np.abs(units[start]) * price[start]
-    ts = ohlc.timestamp
-    exit_time = pl.concat([ts.gather(bar[end]), ts.gather([ts.len() - 1] * n_open)]) if start.size else ts[:0]
+def _trade_table(timestamps: pl.Series, rows: np.ndarray) -> pl.DataFrame:
+    """The kernel's trade rows (``kernel.TRADE_FIELDS``) as a frame with times."""
+    col = {name: rows[:, i] for i, name in enumerate(TRADE_FIELDS)}
     return pl.DataFrame(
         {
-            "entry_time": ts.gather(bar[start]),
-            "exit_time": exit_time,
-            "entry_price": price[start],
-            "exit_price": np.concatenate([price[end], np.full(n_open, ohlc.close[-1])]),
-            "size": units[start],
-            "pnl": pnl,
-            "return": pnl / np.where(entry_notional > 0, entry_notional, math.inf),
-            "is_open": np.arange(start.size) >= end.size,
+            "entry_time": timestamps.gather(col["entry_bar"].astype(np.int64)),
+            "exit_time": timestamps.gather(col["exit_bar"].astype(np.int64)),
+            "entry_price": col["entry_price"],
+            "exit_price": col["exit_price"],
+            "size": col["size"],
+            "pnl": col["pnl"],
+            "return": col["return"],
+            "is_open": col["is_open"] > 0,
         },
         schema_overrides={"entry_price": pl.Float64, "exit_price": pl.Float64, "size": pl.Float64},
     )

@@ -1,35 +1,44 @@
-"""Parameter sweeps vectorized across the grid: one 2-D numpy pass (bars x combinations).
+"""Grids of backtests in one pass of the kernel: SMA pairs, target columns, any strategy parameter.
 
-``backtest_grid`` is the engine's model (see ``engine``) written per bar instead of per fill, so a
-whole grid of target-position columns runs as array operations: the weight held after each bar's
-fills, the price of the fill that opened the current segment (forward-filled with
-``np.maximum.accumulate``), one equity factor per fill (cost and growth since the previous fill),
-a cumulative product down the bars, and the mark to each close. Stop losses are path-dependent and
-are only supported by ``engine.run_backtest``.
+Every member of a grid is one run of ``kernel`` (the same loop as ``engine.run_backtest``, stops
+included), so a grid member and the single run of the same targets are the same arithmetic:
 
-``backtest_grid_returns`` and ``sweep_sma_returns`` also give every column's per-bar net returns
-(``metrics.bar_returns`` of the same equity the metrics come from), for tests over the whole grid such
-as Hansen's SPA (``snooping.best_of_grid``); the metrics-only functions never build that matrix.
+- ``sweep_sma_cross`` / ``sweep_sma_returns``: every (fast, slow) SMA pair with fast < slow; the
+  kernel makes each pair's targets from the SMA matrix as it runs (``kernel.run_sma_pairs``).
+- ``backtest_grid`` / ``backtest_grid_returns``: the metrics of given target columns (bars x runs).
+- ``sweep_grid``: the product of values of any strategy parameter (a dataclass field) and of the
+  per-run config fields ``PER_RUN_CONFIG`` (fee, slippage, shorts, stop loss, size multiplier).
+
+The ``*_returns`` variants and ``sweep_grid(with_returns=True)`` also give every member's per-bar net
+returns (``metrics.bar_returns`` of the equity its metrics come from), for tests over the whole grid
+such as Hansen's SPA (``snooping.best_of_grid``); memory grows as bars x members (8 bytes each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from cyber_pipelines.backtest.engine import (
-    BacktestConfig,
-    annualization,
-    executed_weights,
-    fill_cost_factor,
-    ohlc_arrays,
+from cyber_pipelines.backtest.engine import BacktestConfig, annualization, ohlc_arrays, run_spec, validated_targets
+from cyber_pipelines.backtest.kernel import (
+    SMA_ABOVE,
+    SMA_CROSS,
+    KernelResult,
+    metrics_from_sums,
+    simulate,
+    simulate_sma_pairs,
+    sma_signal,
 )
-from cyber_pipelines.backtest.metrics import METRIC_NAMES, all_metrics, bar_returns
+from cyber_pipelines.backtest.metrics import bar_returns
 
-_CHUNK = 256  # columns per pass: keeps the (bars x chunk) temporaries small and cache-friendly
+SMA_RULES = {"cross": SMA_CROSS, "above": SMA_ABOVE}
+PER_RUN_CONFIG = ("fee", "slippage", "allow_short", "stop_loss", "size_multiplier")
 
 
 def sma_matrix(close: np.ndarray, windows: Iterable[int]) -> np.ndarray:
@@ -45,10 +54,19 @@ def sma_matrix(close: np.ndarray, windows: Iterable[int]) -> np.ndarray:
     return np.where(lo >= 0, out, np.nan)
 
 
+def _sma_targets(fast_sma: np.ndarray, slow_sma: np.ndarray, rule: str) -> np.ndarray:
+    """``kernel.sma_signal`` of each column (1-D, or 2-D bars x runs)."""
+    fast, slow = np.asarray(fast_sma, dtype=float), np.asarray(slow_sma, dtype=float)
+    fast2, slow2 = fast.reshape(fast.shape[0], -1), slow.reshape(slow.shape[0], -1)
+    out = np.empty(fast2.shape[::-1])
+    for j in range(fast2.shape[1]):
+        sma_signal(np.ascontiguousarray(fast2[:, j]), np.ascontiguousarray(slow2[:, j]), SMA_RULES[rule], out[j])
+    return out[0] if fast.ndim == 1 else out.T
+
+
 def sma_above_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
     """+1 while the fast SMA is above the slow one, -1 below, 0 during warm-up or on a tie."""
-    with np.errstate(invalid="ignore"):
-        return np.nan_to_num(np.sign(fast_sma - slow_sma), nan=0.0)
+    return _sma_targets(fast_sma, slow_sma, "above")
 
 
 def sma_cross_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
@@ -57,83 +75,61 @@ def sma_cross_targets(fast_sma: np.ndarray, slow_sma: np.ndarray) -> np.ndarray:
     A crossing above at bar t is ``fast[t-1] < slow[t-1]`` and ``fast[t] > slow[t]`` (backtesting.py's
     ``crossover``; vectorbt's ``crossed_above``), strict on both bars, so neither a tie nor the end of
     the warm-up with the fast average already above is a crossing. Works on 1-D or 2-D (bars x runs).
-
-    Fast path: after the first crossing, and as long as the two averages are never exactly equal, the
-    side of the last crossing is the sign of ``fast - slow`` (every change of sign is a crossing). A
-    column with an exact tie goes through the general forward fill of its crossing events.
     """
-    diff = np.asarray(fast_sma, dtype=float) - np.asarray(slow_sma, dtype=float)
-    one_d = diff.ndim == 1
-    diff = diff.reshape(diff.shape[0], -1)
-    prev = np.empty_like(diff)
-    prev[:1] = np.nan
-    prev[1:] = diff[:-1]
-    with np.errstate(invalid="ignore"):
-        up = (prev < 0) & (diff > 0)
-        down = (prev > 0) & (diff < 0)
-    crossed = up | down
-    rows = np.arange(diff.shape[0])[:, None]
-    first = np.where(crossed.any(axis=0), crossed.argmax(axis=0), diff.shape[0])
-    state = np.where(rows >= first, np.sign(diff), 0.0)
-    ties = np.flatnonzero((diff == 0).any(axis=0))
-    if ties.size:
-        event = up[:, ties].astype(float) - down[:, ties]
-        last = np.maximum.accumulate(np.where(event != 0, rows, 0), axis=0)  # bar 0 never has an event
-        state[:, ties] = np.take_along_axis(event, last, axis=0)
-    return state[:, 0] if one_d else state
+    return _sma_targets(fast_sma, slow_sma, "cross")
 
 
-SMA_RULES = {"cross": sma_cross_targets, "above": sma_above_targets}
+@dataclass(frozen=True)
+class Sweep:
+    """A grid's table (one row per member: its parameters, then every metric of
+    ``metrics.METRIC_NAMES``), the per-bar net returns of every member (bars - 1 x members, column j =
+    row j of the table; empty unless asked for) and the annualization."""
+
+    table: pl.DataFrame
+    returns: np.ndarray
+    bars_per_year: float
+    years: float | None
+    periods: int | None
 
 
-def _grid_chunk(
-    fill_price: np.ndarray,
-    close: np.ndarray,
-    weights: np.ndarray,
-    c: float,
-    e0: float,
-    bpy: float,
-    years: float | None = None,
-    periods: int | None = None,
-    with_returns: bool = False,
-) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Metrics of each weight column and, with ``with_returns``, the per-bar returns of its equity."""
-    n, m = weights.shape
-    prev_w = np.empty_like(weights)
-    prev_w[0] = 0.0
-    prev_w[1:] = weights[:-1]
-    fills = weights != prev_w
-    last = np.maximum.accumulate(np.where(fills, np.arange(n)[:, None], 0), axis=0)
-    seg_price = fill_price[last]  # price of the fill that opened each bar's segment
-    # the per-fill quantities are computed at the (sparse) fills only, ordered by run then bar
-    run, bar = np.nonzero(fills.T)
-    w, pw = weights[bar, run], prev_w[bar, run]
-    ratio = fill_price[bar] / np.where(bar > 0, seg_price[np.maximum(bar - 1, 0), run], fill_price[0])
-    growth = np.maximum(1.0 + pw * (ratio - 1.0), 0.0)
-    drift = np.where(growth > 0, pw * ratio / np.where(growth > 0, growth, 1.0), 0.0)
-    factor = np.ones_like(weights)
-    factor[bar, run] = fill_cost_factor(drift, w, c) * growth
-    after = e0 * np.cumprod(factor, axis=0)
-    equity = after * (1.0 + weights * (close[:, None] / seg_price - 1.0))
-    ruined = equity <= 0
-    if ruined.any():
-        equity = np.where(np.maximum.accumulate(ruined, axis=0), 0.0, equity)
+@dataclass(frozen=True)
+class _Prices:
+    ohlc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    bars_per_year: float
+    years: float | None
+    periods: int | None
 
-    # trades: runs of one position sign; pnl = closed equity at exit - closed equity at entry
-    sign, prev_sign = np.sign(w), np.sign(pw)
-    start = (sign != 0) & (sign != prev_sign)
-    end = (prev_sign != 0) & (sign != prev_sign)
-    before = np.where(bar > 0, after[np.maximum(bar - 1, 0), run], e0) * growth
-    closed = before * (1.0 - c * np.abs(drift))
-    n_start = np.bincount(run[start], minlength=m)
-    open_runs = np.flatnonzero(n_start > np.bincount(run[end], minlength=m))
-    exit_run = np.concatenate([run[end], open_runs])
-    exit_eq = np.concatenate([closed[end], equity[-1, open_runs]])
-    pnl = exit_eq[np.argsort(exit_run, kind="stable")] - closed[start]
-    notional = np.abs(w[start]) * after[bar[start], run[start]]
-    ret = pnl / np.where(notional > 0, notional, np.inf)
-    metrics = all_metrics(equity, weights, pnl, ret, run[start], e0, bpy, years=years, periods=periods)
-    return metrics, (bar_returns(equity) if with_returns else None)
+
+def _prices(data: pl.DataFrame | Mapping[str, np.ndarray], config: BacktestConfig, need_range: bool) -> _Prices:
+    """Prices and annualization of a candle frame (as ``engine.run_backtest``) or of bare arrays
+    (``open`` and ``close``, plus ``high`` and ``low`` for stops; ``config.bars_per_year`` required)."""
+    if isinstance(data, pl.DataFrame):
+        ohlc = ohlc_arrays(data)
+        ann = annualization(ohlc.timestamp, config)
+        return _Prices(ohlc.prices, ann.bars_per_year, ann.years, ann.periods)
+    open_ = np.asarray(data["open"], dtype=float)
+    close = np.asarray(data["close"], dtype=float)
+    if need_range and ("high" not in data or "low" not in data):
+        raise ValueError("a stop_loss needs high and low prices besides open and close")
+    high = np.asarray(data["high"], dtype=float) if "high" in data else close  # read by stops only
+    low = np.asarray(data["low"], dtype=float) if "low" in data else close
+    if any(a.shape != close.shape for a in (open_, high, low)) or close.ndim != 1 or close.size < 2:
+        raise ValueError("open, high, low and close must be 1-D arrays of the same length (>= 2)")
+    prices = np.concatenate([open_, high, low, close])
+    if not np.all(np.isfinite(prices)) or prices.min() <= 0:
+        raise ValueError("prices must be finite and > 0")
+    if config.bars_per_year is None:
+        raise ValueError("with bare arrays, set config.bars_per_year (no timestamps to infer it)")
+    return _Prices((open_, high, low, close), config.bars_per_year, None, None)
+
+
+def _sweep(run: KernelResult, prices: _Prices, params: dict[str, Any], config: BacktestConfig) -> Sweep:
+    bars = prices.ohlc[3].size
+    metrics = metrics_from_sums(
+        run.sums, config.initial_cash, bars, prices.bars_per_year, years=prices.years, periods=prices.periods
+    )
+    returns = bar_returns(run.equity.T) if run.equity is not None else np.empty((bars - 1, 0))
+    return Sweep(pl.DataFrame({**params, **metrics}), returns, prices.bars_per_year, prices.years, prices.periods)
 
 
 def _backtest_grid(
@@ -144,27 +140,20 @@ def _backtest_grid(
     bars_per_year: float,
     years: float | None,
     periods: int | None,
+    high: np.ndarray | None,
+    low: np.ndarray | None,
     with_returns: bool,
-) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    if config.stop_loss is not None:
-        raise ValueError("stop_loss is path-dependent: run those backtests with engine.run_backtest")
-    targets = np.asarray(targets, dtype=float)
+) -> Sweep:
+    targets = validated_targets(targets, close.size)
     if targets.ndim != 2:
         raise ValueError(f"targets must be 2-D (bars x runs), got shape {targets.shape}")
-    n = close.size
-    weights = executed_weights(targets, n, config)
-    fill_price = open_ if config.fill == "next_open" else close
-    c, e0 = config.cost_rate, config.initial_cash
-    parts = [
-        _grid_chunk(fill_price, close, weights[:, i : i + _CHUNK], c, e0, bars_per_year, years, periods, with_returns)
-        for i in range(0, weights.shape[1], _CHUNK)
-    ]
-    metrics = {name: np.concatenate([p[name] for p, _ in parts]) for name in METRIC_NAMES}
-    if not with_returns:
-        return metrics, None
-    chunks = [r for _, r in parts if r is not None]
-    returns = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
-    return metrics, returns
+    arrays = {"open": open_, "close": close}
+    if high is not None and low is not None:
+        arrays.update(high=high, low=low)
+    prices = _prices(arrays, replace(config, bars_per_year=bars_per_year), config.stop_loss is not None)
+    prices = replace(prices, years=years, periods=periods)
+    run = simulate(prices.ohlc, targets.T, run_spec([config] * targets.shape[1]), record_equity=with_returns)
+    return _sweep(run, prices, {}, config)
 
 
 def backtest_grid(
@@ -176,12 +165,15 @@ def backtest_grid(
     *,
     years: float | None = None,
     periods: int | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Metrics (name -> one value per column) of every target-position column (bars x runs).
 
-    ``years`` and ``periods`` as in ``metrics.equity_metrics`` (``engine.annualization`` gives them)."""
-    metrics, _ = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, False)
-    return metrics
+    ``years`` and ``periods`` as in ``metrics.equity_metrics`` (``engine.annualization`` gives them);
+    ``high`` and ``low`` are needed for a ``config.stop_loss`` only."""
+    table = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, high, low, False).table
+    return {name: table[name].to_numpy() for name in table.columns}
 
 
 def backtest_grid_returns(
@@ -193,24 +185,13 @@ def backtest_grid_returns(
     *,
     years: float | None = None,
     periods: int | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``backtest_grid``'s metrics and every column's per-bar net returns (bars - 1 x runs): the
     returns of the very equity curves the metrics come from (``engine.BacktestResult.returns``)."""
-    metrics, returns = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, True)
-    assert returns is not None
-    return metrics, returns
-
-
-@dataclass(frozen=True)
-class SmaSweep:
-    """A sweep's table (one row per (fast, slow) pair, as ``sweep_sma_cross``) and the per-bar net
-    returns of every pair (bars - 1 x pairs, column j = row j of the table), with the annualization."""
-
-    table: pl.DataFrame
-    returns: np.ndarray
-    bars_per_year: float
-    years: float | None
-    periods: int | None
+    grid = _backtest_grid(open_, close, targets, config, bars_per_year, years, periods, high, low, True)
+    return {name: grid.table[name].to_numpy() for name in grid.table.columns}, grid.returns
 
 
 def sweep_sma_cross(
@@ -220,17 +201,18 @@ def sweep_sma_cross(
     config: BacktestConfig | None = None,
     rule: str = "cross",
 ) -> pl.DataFrame:
-    """Backtest every ``SmaCross(fast, slow)`` with fast < slow in one vectorized pass.
+    """Backtest every ``SmaCross(fast, slow)`` with fast < slow in one pass of the kernel.
 
     ``rule="cross"`` trades the crossings (``SmaCross``), ``rule="above"`` holds while the fast SMA is
     above the slow one (``SmaAbove``).
 
     ``data`` is a candle frame (timestamp, open, high, low, close) or a mapping with ``open`` and
-    ``close`` arrays (then ``config.bars_per_year`` is required, and CAGR takes ``(n - 1) /
-    bars_per_year`` years). A frame is annualized like ``engine.run_backtest``. Returns one row per pair:
-    fast, slow and every metric of ``metrics.METRIC_NAMES``.
+    ``close`` arrays (plus ``high`` and ``low`` for a stop loss; then ``config.bars_per_year`` is
+    required, and CAGR takes ``(n - 1) / bars_per_year`` years). A frame is annualized like
+    ``engine.run_backtest``. Returns one row per pair: fast, slow and every metric of
+    ``metrics.METRIC_NAMES``.
     """
-    return _sweep(data, fast_values, slow_values, config, rule, with_returns=False).table
+    return _sweep_sma(data, fast_values, slow_values, config, rule, with_returns=False).table
 
 
 def sweep_sma_returns(
@@ -239,62 +221,83 @@ def sweep_sma_returns(
     slow_values: Iterable[int],
     config: BacktestConfig | None = None,
     rule: str = "cross",
-) -> SmaSweep:
-    """``sweep_sma_cross`` plus every pair's per-bar net returns (``SmaSweep.returns``), by the same
-    arithmetic as the metrics; memory grows as bars x pairs (8 bytes each)."""
-    return _sweep(data, fast_values, slow_values, config, rule, with_returns=True)
+) -> Sweep:
+    """``sweep_sma_cross`` plus every pair's per-bar net returns (``Sweep.returns``), by the same
+    arithmetic as the metrics."""
+    return _sweep_sma(data, fast_values, slow_values, config, rule, with_returns=True)
 
 
-def _sweep(
+def _sweep_sma(
     data: pl.DataFrame | Mapping[str, np.ndarray],
     fast_values: Iterable[int],
     slow_values: Iterable[int],
     config: BacktestConfig | None,
     rule: str,
     with_returns: bool,
-) -> SmaSweep:
+) -> Sweep:
     config = config or BacktestConfig()
     if rule not in SMA_RULES:
         raise ValueError(f"rule must be one of {sorted(SMA_RULES)}, got {rule!r}")
-    make_targets = SMA_RULES[rule]
-    if isinstance(data, pl.DataFrame):
-        ohlc = ohlc_arrays(data)
-        open_, close = ohlc.open, ohlc.close
-        ann = annualization(ohlc.timestamp, config)
-        bpy, years, periods = ann.bars_per_year, ann.years, ann.periods
-    else:
-        open_ = np.asarray(data["open"], dtype=float)
-        close = np.asarray(data["close"], dtype=float)
-        if open_.shape != close.shape or open_.ndim != 1 or open_.size < 2:
-            raise ValueError("open and close must be 1-D arrays of the same length (>= 2)")
-        prices = np.concatenate([open_, close])
-        if not np.all(np.isfinite(prices)) or prices.min() <= 0:
-            raise ValueError("open and close must be finite and > 0")
-        if config.bars_per_year is None:
-            raise ValueError("with bare arrays, set config.bars_per_year (no timestamps to infer it)")
-        bpy, years, periods = config.bars_per_year, None, None
+    prices = _prices(data, config, config.stop_loss is not None)
     pairs = [(f, s) for f in sorted(set(fast_values)) for s in sorted(set(slow_values)) if f < s]
     if not pairs:
         raise ValueError("no (fast, slow) pair with fast < slow in the grid")
     windows = sorted({w for p in pairs for w in p})
     col = {w: i for i, w in enumerate(windows)}
-    smas = sma_matrix(close, windows)
-    fast_idx = np.array([col[f] for f, _ in pairs])
-    slow_idx = np.array([col[s] for _, s in pairs])
-    metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
-    returns = np.empty((close.size - 1, len(pairs))) if with_returns else np.empty((close.size - 1, 0))
-    for i in range(0, len(pairs), _CHUNK):  # build targets per chunk to bound memory
-        targets = make_targets(smas[:, fast_idx[i : i + _CHUNK]], smas[:, slow_idx[i : i + _CHUNK]])
-        part, part_returns = _backtest_grid(open_, close, targets, config, bpy, years, periods, with_returns)
-        for name in METRIC_NAMES:
-            metrics[name].append(part[name])
-        if part_returns is not None:
-            returns[:, i : i + part_returns.shape[1]] = part_returns
-    table = pl.DataFrame(
-        {
-            "fast": np.array([f for f, _ in pairs], dtype=np.int64),
-            "slow": np.array([s for _, s in pairs], dtype=np.int64),
-            **{name: np.concatenate(vals) for name, vals in metrics.items()},
-        }
-    )
-    return SmaSweep(table, returns, bpy, years, periods)
+    smas = sma_matrix(prices.ohlc[3], windows).T  # windows x bars: one row per window
+    fast = np.array([col[f] for f, _ in pairs])
+    slow = np.array([col[s] for _, s in pairs])
+    spec = run_spec([config] * len(pairs))
+    run = simulate_sma_pairs(prices.ohlc, smas, fast, slow, SMA_RULES[rule], spec, record_equity=with_returns)
+    params = {
+        "fast": np.array([f for f, _ in pairs], dtype=np.int64),
+        "slow": np.array([s for _, s in pairs], dtype=np.int64),
+    }
+    return _sweep(run, prices, params, config)
+
+
+def sweep_grid(
+    strategy: Any,
+    grid: Mapping[str, Sequence[Any]],
+    features: pl.DataFrame,
+    config: BacktestConfig | None = None,
+    *,
+    train: pl.DataFrame | None = None,
+    with_returns: bool = False,
+) -> Sweep:
+    """Backtest every combination of ``grid``'s values in one pass of the kernel.
+
+    ``strategy`` is a dataclass strategy; a grid key is one of its fields (each member is
+    ``dataclasses.replace(strategy, **values)``, so it runs as constructed; with ``train`` each member
+    is fitted on it first) or a per-run config field of ``PER_RUN_CONFIG`` (applied to ``config``).
+    Positions are computed once per distinct strategy member. The table has one row per combination
+    (in ``itertools.product`` order of the keys as given): the grid's keys, then every metric.
+    """
+    config = config or BacktestConfig()
+    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
+        raise ValueError(f"sweep_grid needs a dataclass strategy instance, got {type(strategy).__name__}")
+    fields = {f.name for f in dataclasses.fields(strategy) if f.init}
+    unknown = [k for k in grid if k not in fields and k not in PER_RUN_CONFIG]
+    if unknown or not grid:
+        raise ValueError(
+            f"grid keys must be fields of {type(strategy).__name__} ({sorted(fields)}) or per-run config "
+            f"fields {PER_RUN_CONFIG}; got {list(grid) or 'none'}"
+        )
+    keys = list(grid)
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    if not combos:
+        raise ValueError("the grid is empty: every key needs at least one value")
+    positions: dict[tuple[tuple[str, Any], ...], np.ndarray] = {}
+    rows, configs = [], []
+    for combo in combos:
+        member = tuple((k, v) for k, v in combo.items() if k in fields)
+        if member not in positions:
+            candidate: Any = replace(strategy, **dict(member))
+            if train is not None:
+                candidate.fit(train)
+            positions[member] = validated_targets(candidate.positions(features), features.height)
+        rows.append(positions[member])
+        configs.append(replace(config, **{k: v for k, v in combo.items() if k in PER_RUN_CONFIG}))
+    prices = _prices(features, config, any(c.stop_loss is not None for c in configs))
+    run = simulate(prices.ohlc, np.stack(rows), run_spec(configs), record_equity=with_returns)
+    return _sweep(run, prices, {k: [c[k] for c in combos] for k in keys}, config)
