@@ -251,14 +251,10 @@ def run_spec(configs: Sequence[BacktestConfig]) -> RunSpec:
     first = configs[0]
     if any(c.fill != first.fill or c.initial_cash != first.initial_cash for c in configs):
         raise ValueError("the runs of one kernel pass must share fill and initial_cash")
-    return RunSpec(
-        on_close=first.fill == "close",
-        initial_cash=first.initial_cash,
-        lower=np.array([-1.0 if c.allow_short else 0.0 for c in configs]),
-        mult=np.array([c.size_multiplier for c in configs]),
-        cost=np.array([c.cost_rate for c in configs]),
-        stop=np.array([NO_STOP if c.stop_loss is None else c.stop_loss for c in configs]),
-    )
+    settings = np.array(
+        [(-1.0 if c.allow_short else 0.0, c.size_multiplier, c.cost_rate, c.stop_loss or NO_STOP) for c in configs]
+    ).T
+    return RunSpec(first.fill == "close", first.initial_cash, *settings)
 
 
 def run_backtest(

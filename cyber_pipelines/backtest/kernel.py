@@ -98,6 +98,7 @@ def _run(
         src = t if on_close else t - 1  # the bar whose target this bar's fill executes
         signal = min(max(target[src], lower), 1.0) * mult if src >= 0 else 0.0
         events = 2 if signal != w_signal or has_stop else 0  # else only the mark can happen
+        filled = False
         for event in range(events):  # next_open: the fill, then the stop; close: the stop, then the fill
             if (event == 0) != on_close:  # the fill of the signal
                 if signal == w_signal:
@@ -146,25 +147,27 @@ def _run(
                 entry_bar, entry_price, entry_size = t, p, held
                 entry_closed, entry_notional = closed, abs(w) * after
             w_held = w
-        # the mark to close
-        e = cash + held * close[t]
-        if e <= 0.0:
-            ruined = True
-        if ruined:
-            e = 0.0
-        if t > 0:
-            r = e / prev_equity - 1.0 if prev_equity > 0.0 else 0.0
-            sum_r += r
-            sum_r2 += r * r
-            down = min(r, 0.0)  # branch-free: the sign of r is a coin flip
-            sum_down2 += down * down
-        prev_equity = e
-        peak = max(peak, e)
-        if e < (1.0 + mdd) * peak:  # a new low of e / peak - 1 (a comparison, no division, per bar)
-            mdd = e / peak - 1.0
-        held_bars += w_held != 0.0
+            filled = True
+        # the mark to close; flat, with no fill on the bar, nothing moves (r = 0, the same peak)
+        if w_held != 0.0 or filled or t == 0:
+            e = cash + held * close[t]
+            if e <= 0.0:
+                ruined = True
+            if ruined:
+                e = 0.0
+            if t > 0:
+                r = e / prev_equity - 1.0 if prev_equity > 0.0 else 0.0
+                sum_r += r
+                sum_r2 += r * r
+                down = min(r, 0.0)  # branch-free: the sign of r is a coin flip
+                sum_down2 += down * down
+            prev_equity = e
+            peak = max(peak, e)
+            if e < (1.0 + mdd) * peak:  # a new low of e / peak - 1 (a comparison, no division, per bar)
+                mdd = e / peak - 1.0
+            held_bars += w_held != 0.0
         if record_equity:
-            equity[j, t] = e
+            equity[j, t] = prev_equity
         if record_position:
             position[j, t], units[j, t] = w_held, held
     if w_held != 0.0:  # a trade still open: marked to the last equity
@@ -262,6 +265,13 @@ class KernelResult:
     trades: np.ndarray | None = None  # rows of ``TRADE_FIELDS``
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous float64 view: every input has one type, so one compiled signature."""
+    out = np.ascontiguousarray(a, dtype=np.float64).view()
+    out.flags.writeable = False
+    return out
+
+
 def _outputs(runs: int, bars: int, record_equity: bool, record_trades: bool) -> tuple[np.ndarray, ...]:
     """sums, equity, position, units, trades; a recorded one has the bars' length (or a row per bar)."""
     eq_cols = bars if record_equity or record_trades else 0
@@ -284,6 +294,12 @@ def _result(out: tuple[np.ndarray, ...], count: int) -> KernelResult:
     return KernelResult(sums, equity, position, units, trades[:count])
 
 
+def _settings(spec: RunSpec) -> tuple[object, ...]:
+    """on_close, lower, mult, cost, stop, initial_cash, as the kernel takes them."""
+    per_run = (np.ascontiguousarray(a, dtype=np.float64) for a in (spec.lower, spec.mult, spec.cost, spec.stop))
+    return (bool(spec.on_close), *per_run, float(spec.initial_cash))
+
+
 def simulate(
     ohlc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     targets: np.ndarray,
@@ -296,12 +312,9 @@ def simulate(
 
     ``record_trades`` also records position, units and the trade list (for few runs: room is made
     for a trade per bar and run)."""
-    targets = np.ascontiguousarray(targets, dtype=float)
     runs, bars = targets.shape
     out = _outputs(runs, bars, record_equity, record_trades)
-    count = run_targets(
-        *ohlc, targets, spec.on_close, spec.lower, spec.mult, spec.cost, spec.stop, spec.initial_cash, *out
-    )
+    count = run_targets(*map(_frozen, ohlc), _frozen(targets), *_settings(spec), *out)
     return _result(out, count)
 
 
@@ -317,10 +330,8 @@ def simulate_sma_pairs(
 ) -> KernelResult:
     """``simulate`` of the SMA pairs ``(smas[fast[j]], smas[slow[j]])`` (``smas``: windows x bars)."""
     out = _outputs(fast.size, smas.shape[1], record_equity, False)
-    run_sma_pairs(
-        *ohlc, np.ascontiguousarray(smas), fast.astype(np.int64), slow.astype(np.int64), rule, spec.on_close,
-        spec.lower, spec.mult, spec.cost, spec.stop, spec.initial_cash, *out,
-    )  # fmt: skip
+    fast, slow = fast.astype(np.int64), slow.astype(np.int64)
+    run_sma_pairs(*map(_frozen, ohlc), _frozen(smas), fast, slow, int(rule), *_settings(spec), *out)
     return _result(out, 0)
 
 
