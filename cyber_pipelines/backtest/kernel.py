@@ -76,6 +76,24 @@ def _sign(x: float) -> float:
 
 
 @njit(cache=True)
+def _book_trade(s, trades, k, trade):
+    """Add a trade (run, entry bar, exit bar, entry price, exit price, size, pnl, entry notional,
+    is_open) to the run's sums ``s``, and as row ``k`` of ``trades`` while there is room; returns k + 1."""
+    pnl, notional = trade[6], trade[7]
+    ret = pnl / notional if notional > 0.0 else 0.0
+    s[_N_TRADES] += 1.0
+    s[_WINS] += pnl > 0.0
+    s[_GAINS] += max(pnl, 0.0)
+    s[_LOSSES] -= min(pnl, 0.0)
+    s[_SUM_TRADE_RET] += ret
+    if k < trades.shape[0]:
+        row = trades[k]
+        row[0], row[1], row[2], row[3], row[4], row[5] = trade[0], trade[1], trade[2], trade[3], trade[4], trade[5]
+        row[6], row[7], row[8] = pnl, ret, trade[8]
+    return k + 1
+
+
+@njit(cache=True)
 def _run(
     j, open_, high, low, close, target, on_close, lower, mult, c, stop, e0, sums, equity, position, units, trades, k
 ):
@@ -92,7 +110,6 @@ def _run(
     prev_equity, peak, mdd, ruined = e0, 0.0, 0.0, False  # peak: the running max from bar 0
     sum_r = sum_r2 = sum_down2 = 0.0
     held_bars = 0
-    n_trades, wins, gains, losses, sum_ret = 0, 0, 0.0, 0.0, 0.0
     has_stop = stop > 0.0
     for t in range(n):
         src = t if on_close else t - 1  # the bar whose target this bar's fill executes
@@ -129,18 +146,8 @@ def _run(
             closed = before * (1.0 - c * abs(h))  # equity once the previous position is closed
             old_side, new_side = _sign(w_held), _sign(w)
             if old_side != 0.0 and new_side != old_side:  # a trade ends
-                pnl = closed - entry_closed
-                ret = pnl / entry_notional if entry_notional > 0.0 else 0.0
-                n_trades += 1
-                wins += pnl > 0.0
-                gains += max(pnl, 0.0)
-                losses -= min(pnl, 0.0)
-                sum_ret += ret
-                if k < trades.shape[0]:
-                    trades[k, 0], trades[k, 1], trades[k, 2] = j, entry_bar, t
-                    trades[k, 3], trades[k, 4], trades[k, 5] = entry_price, p, entry_size
-                    trades[k, 6], trades[k, 7], trades[k, 8] = pnl, ret, 0.0
-                k += 1
+                trade = (j, entry_bar, t, entry_price, p, entry_size, closed - entry_closed, entry_notional, 0.0)
+                k = _book_trade(sums[j], trades, k, trade)
             held = w * after / p
             cash = after - held * p
             if new_side != 0.0 and new_side != old_side:  # a trade starts
@@ -171,22 +178,21 @@ def _run(
         if record_position:
             position[j, t], units[j, t] = w_held, held
     if w_held != 0.0:  # a trade still open: marked to the last equity
-        pnl = prev_equity - entry_closed
-        ret = pnl / entry_notional if entry_notional > 0.0 else 0.0
-        n_trades += 1
-        wins += pnl > 0.0
-        gains += max(pnl, 0.0)
-        losses -= min(pnl, 0.0)
-        sum_ret += ret
-        if k < trades.shape[0]:
-            trades[k, 0], trades[k, 1], trades[k, 2] = j, entry_bar, n - 1
-            trades[k, 3], trades[k, 4], trades[k, 5] = entry_price, close[n - 1], entry_size
-            trades[k, 6], trades[k, 7], trades[k, 8] = pnl, ret, 1.0
-        k += 1
+        trade = (
+            j,
+            entry_bar,
+            n - 1,
+            entry_price,
+            close[n - 1],
+            entry_size,
+            prev_equity - entry_closed,
+            entry_notional,
+            1.0,
+        )
+        k = _book_trade(sums[j], trades, k, trade)
     s = sums[j]
-    s[_FINAL], s[_SUM_R], s[_SUM_R2], s[_SUM_DOWN2], s[_MDD] = prev_equity, sum_r, sum_r2, sum_down2, mdd
-    s[_HELD], s[_N_TRADES], s[_WINS], s[_GAINS], s[_LOSSES], s[_SUM_TRADE_RET] = (
-        held_bars, n_trades, wins, gains, losses, sum_ret
+    s[_FINAL], s[_SUM_R], s[_SUM_R2], s[_SUM_DOWN2], s[_MDD], s[_HELD] = (
+        prev_equity, sum_r, sum_r2, sum_down2, mdd, held_bars
     )  # fmt: skip
     return k
 
