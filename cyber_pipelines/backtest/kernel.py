@@ -178,17 +178,8 @@ def _run(
         if record_position:
             position[j, t], units[j, t] = w_held, held
     if w_held != 0.0:  # a trade still open: marked to the last equity
-        trade = (
-            j,
-            entry_bar,
-            n - 1,
-            entry_price,
-            close[n - 1],
-            entry_size,
-            prev_equity - entry_closed,
-            entry_notional,
-            1.0,
-        )
+        pnl = prev_equity - entry_closed
+        trade = (j, entry_bar, n - 1, entry_price, close[n - 1], entry_size, pnl, entry_notional, 1.0)
         k = _book_trade(sums[j], trades, k, trade)
     s = sums[j]
     s[_FINAL], s[_SUM_R], s[_SUM_R2], s[_SUM_DOWN2], s[_MDD], s[_HELD] = (
@@ -320,7 +311,12 @@ def simulate(
     for a trade per bar and run)."""
     runs, bars = targets.shape
     out = _outputs(runs, bars, record_equity, record_trades)
-    count = run_targets(*map(_frozen, ohlc), _frozen(targets), *_settings(spec), *out)
+    o, h, lo, c = map(_frozen, ohlc)
+    on_close, lower, mult, cost, stop, e0 = _settings(spec)
+    sums, equity, position, units, trades = out
+    count = run_targets(
+        o, h, lo, c, _frozen(targets), on_close, lower, mult, cost, stop, e0, sums, equity, position, units, trades
+    )
     return _result(out, count)
 
 
@@ -336,8 +332,13 @@ def simulate_sma_pairs(
 ) -> KernelResult:
     """``simulate`` of the SMA pairs ``(smas[fast[j]], smas[slow[j]])`` (``smas``: windows x bars)."""
     out = _outputs(fast.size, smas.shape[1], record_equity, False)
-    fast, slow = fast.astype(np.int64), slow.astype(np.int64)
-    run_sma_pairs(*map(_frozen, ohlc), _frozen(smas), fast, slow, int(rule), *_settings(spec), *out)
+    o, h, lo, c = map(_frozen, ohlc)
+    on_close, lower, mult, cost, stop, e0 = _settings(spec)
+    sums, equity, position, units, trades = out
+    run_sma_pairs(
+        o, h, lo, c, _frozen(smas), fast.astype(np.int64), slow.astype(np.int64), int(rule),
+        on_close, lower, mult, cost, stop, e0, sums, equity, position, units, trades,
+    )  # fmt: skip
     return _result(out, 0)
 
 
