@@ -128,9 +128,14 @@ def vectorbt_grid(pairs: list[tuple[int, int]]) -> dict[str, object] | None:
     """The grid in vectorbt (see the module docstring); None when vectorbt is not installed."""
     try:
         import vectorbt as vbt
-        from vectorbt._engine import resolve_engine
     except ImportError:
         return None
+    try:
+        from vectorbt._engine import resolve_engine  # vectorbt 1.2: numba, or rust with vectorbt-rust
+
+        engine = resolve_engine()
+    except ImportError:
+        engine = "numba"  # before 1.2 vectorbt had no other engine
     close, open_ = GOOG["Close"], GOOG["Open"]
     fast, slow = [f for f, _ in pairs], [s for _, s in pairs]
     windows = sorted(set(fast) | set(slow))
@@ -164,7 +169,7 @@ def vectorbt_grid(pairs: list[tuple[int, int]]) -> dict[str, object] | None:
     median = runs[int(np.argsort(totals)[len(totals) // 2])]
     return {
         "version": vbt.__version__,
-        "engine": resolve_engine(),
+        "engine": engine,
         "seconds": statistics.median(totals),
         "seconds_all_repeats": [round(t, 4) for t in totals],
         "split": dict(zip(("signals", "portfolio", "metrics"), (round(t, 4) for t in median[1]), strict=True)),
