@@ -7,6 +7,7 @@ from assets.features import lead_lag_report, lead_lag_summary, pair_features
 from assets.github import github_activity
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
+from assets.models import base_forecaster, lora_forecasts, pair_adapter
 from assets.partitions import monthly_partitions, pair_month_partitions, pair_partitions, repo_month_partitions
 from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
 
@@ -56,6 +57,26 @@ analog_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(analog_forecasts),
     partitions_def=pair_partitions,
     description="Forecast one pair's bars from the nearest admissible windows of every pair, with their skill.",
+)
+
+base_forecaster_job = dg.define_asset_job(
+    "train_base_forecaster",
+    selection=dg.AssetSelection.assets(base_forecaster),
+    description="Train the base forecaster on every pair's samples known before the promotion period.",
+)
+
+adapters_job = dg.define_asset_job(
+    "train_adapters",
+    selection=dg.AssetSelection.assets(pair_adapter),
+    partitions_def=pair_partitions,
+    description="Train one pair's LoRA adapter of the base and decide on the held-out period whether it serves.",
+)
+
+lora_forecasts_job = dg.define_asset_job(
+    "forecast_models",
+    selection=dg.AssetSelection.assets(lora_forecasts),
+    partitions_def=pair_partitions,
+    description="Forecast one pair's bars with the model that serves it (its promoted adapter, else the base).",
 )
 
 leadlag_summary_job = dg.define_asset_job(

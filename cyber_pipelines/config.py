@@ -35,6 +35,12 @@ class SyntheticSettings:
     motif_rate: float = synthetic_defaults.MOTIF_RATE
     motif_length: int = synthetic_defaults.MOTIF_LENGTH
     motif_move: float = synthetic_defaults.MOTIF_MOVE
+    distinct_ar: float = synthetic_defaults.DISTINCT_AR
+    distinct_pairs: tuple[str, ...] = ()  # pairs whose returns follow AR(1) distinct_ar (the pool: 0)
+
+    def return_ar(self, pair: str) -> float:
+        """The hourly return autocorrelation the simulator gives ``pair``."""
+        return self.distinct_ar if normalize_pair(pair) in self.distinct_pairs else 0.0
 
 
 @dataclass(frozen=True)
@@ -50,14 +56,23 @@ def _synthetic(raw: object, origin: str) -> SyntheticSettings:
     """The ``synthetic:`` block, each key checked by the simulators' own rule."""
     if not isinstance(raw, dict):
         raise ValueError(f"invalid pipeline config {origin}: synthetic must be a mapping of settings")
-    unknown = sorted(set(raw) - set(synthetic_defaults.NAMES), key=str)
+    names = (*synthetic_defaults.NAMES, "distinct_pairs")
+    unknown = sorted(set(raw) - set(names), key=str)
     if unknown:
         raise ValueError(
             f"invalid pipeline config {origin}: unknown setting synthetic.{unknown[0]} "
-            f"(expected one of {', '.join(synthetic_defaults.NAMES)})"
+            f"(expected one of {', '.join(names)})"
         )
     values: dict[str, Any] = {}
     for name, value in raw.items():
+        if name == "distinct_pairs":
+            if not isinstance(value, list):
+                raise ValueError(f"invalid pipeline config {origin}: synthetic.distinct_pairs must be a list of pairs")
+            try:
+                values[name] = tuple(normalize_pair(str(p)) for p in value)
+            except ValueError as exc:
+                raise ValueError(f"invalid pipeline config {origin}: synthetic.distinct_pairs: {exc}") from None
+            continue
         try:
             number = synthetic_defaults.check_setting(name, value)
         except ValueError as exc:

@@ -8,19 +8,30 @@ from assets.backtests import backtest_results, strategy_comparison
 from assets.features import lead_lag_report, lead_lag_summary, pair_features
 from assets.github import github_activity
 from assets.jobs import (
+    adapters_job,
     analog_job,
     backtests_job,
+    base_forecaster_job,
     comparison_job,
     encoder_job,
     features_job,
     github_ingest_job,
     leadlag_summary_job,
+    lora_forecasts_job,
     market_ingest_job,
     moat_ingest_job,
     pattern_memory_job,
 )
 from assets.market import ohlcv_candles
 from assets.moat import moat_records
+from assets.models import (
+    base_forecaster,
+    base_forecaster_valid,
+    lora_forecasts,
+    pair_adapter,
+    pair_adapter_promotion,
+    pair_adapter_valid,
+)
 from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
 from cyber_pipelines.resources import (
     GitHubResource,
@@ -54,9 +65,13 @@ defs = dg.Definitions(
         pattern_encoder,
         pattern_embeddings,
         analog_forecasts,
+        base_forecaster,
+        pair_adapter,
+        lora_forecasts,
         backtest_results,
         strategy_comparison,
     ],
+    asset_checks=[base_forecaster_valid, pair_adapter_valid, pair_adapter_promotion],
     jobs=[
         market_ingest_job,
         github_ingest_job,
@@ -66,6 +81,9 @@ defs = dg.Definitions(
         encoder_job,
         pattern_memory_job,
         analog_job,
+        base_forecaster_job,
+        adapters_job,
+        lora_forecasts_job,
         backtests_job,
         comparison_job,
     ],

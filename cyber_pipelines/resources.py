@@ -165,6 +165,7 @@ class MarketDataResource(dg.ConfigurableResource):
                 motif_rate=synth.motif_rate,
                 motif_length=synth.motif_length,
                 motif_move=synth.motif_move,
+                return_ar=synth.return_ar(pair),
             )
             return split_days(candles, days)
         if source == "landing":

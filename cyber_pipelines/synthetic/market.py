@@ -293,6 +293,7 @@ class _Shape:
     motif_rate: float
     motif_length: int
     motif_move: float
+    return_ar: float
 
 
 @lru_cache(maxsize=16)
@@ -320,6 +321,8 @@ def _simulate_path(pair: str, seed: int, shape: _Shape, origin: date, n_hours: i
         drift = drift + shape.effect_sign * shape.effect_size * DRIFT_SCALE * p.sigma * (k - fade)
 
     returns = drift + scale * (beta * market.factor + idio * own)
+    if shape.return_ar:  # a pair whose dynamics differ from the pool: its hourly returns are AR(1)
+        returns = lfilter([1.0], [1.0, -shape.return_ar], returns) * math.sqrt(1.0 - shape.return_ar**2)
     if shape.motif_rate > 0:  # with no motif, no motif draw touches the path
         length = shape.motif_length
         bars = motif_shape(seed, length) * MOTIF_AMPLITUDE * p.sigma
@@ -374,6 +377,7 @@ def simulate_ohlcv(
     motif_rate: float = defaults.MOTIF_RATE,
     motif_length: int = defaults.MOTIF_LENGTH,
     motif_move: float = defaults.MOTIF_MOVE,
+    return_ar: float = 0.0,
 ) -> pl.DataFrame:
     """Hourly candles of ``pair`` for the days ``start..end`` (inclusive) in ``OHLCV_SCHEMA``.
 
@@ -385,6 +389,8 @@ def simulate_ohlcv(
     ``effect_size=0`` ignores bursts entirely (exactly the no-effect path, whatever lag and sign).
     Planted motif: see the module docstring; ``motif_rate=0`` draws nothing for it (exactly the path
     without a motif, whatever its length and move).
+    ``return_ar``: the pair's hourly log returns follow an AR(1) with this coefficient (variance kept), a
+    pair whose dynamics differ from the pool's; 0 draws the same path as before.
     The other settings shape the market itself (see the module docstring and ``synthetic.settings``).
     """
     pair = normalize_pair(pair)
@@ -411,6 +417,7 @@ def simulate_ohlcv(
         motif_rate=rate,
         motif_length=length if rate else defaults.MOTIF_LENGTH,  # no motif: one path whatever its shape
         motif_move=move if rate else defaults.MOTIF_MOVE,
+        return_ar=check_setting("distinct_ar", return_ar),
     )
     first = (start - origin).days * 24
     stop = ((end - origin).days + 1) * 24

@@ -24,6 +24,7 @@ WEEKEND_ACTIVITY = 0.4  # commits (and moat announcements, filings) at weekends 
 MOTIF_RATE = 0.0  # planted motif occurrences per 1000 hours per pair (0 = none)
 MOTIF_LENGTH = 12  # bars of the planted motif's shape
 MOTIF_MOVE = 3.0  # total move after the motif, in base sigmas, over the MOTIF_HORIZON_HOURS bars after it
+DISTINCT_AR = 0.0  # hourly return autocorrelation (AR(1)) of the pairs in ``distinct_pairs`` (0 = like the pool)
 
 
 # name -> (whole numbers only, the rule on the value, how the rule reads in an error)
@@ -40,6 +41,7 @@ _RULES: dict[str, tuple[bool, Callable[[float], bool], str]] = {
     "motif_rate": (False, lambda v: 0 <= v <= 20, "a number in [0, 20]"),
     "motif_length": (True, lambda v: 2 <= v <= 48, "an integer in [2, 48]"),
     "motif_move": (False, lambda v: -20 <= v <= 20, "a finite number in [-20, 20]"),
+    "distinct_ar": (False, lambda v: -0.5 <= v <= 0.5, "a number in [-0.5, 0.5]"),
 }
 NAMES = tuple(_RULES)
 
