@@ -11,6 +11,7 @@ from pydantic import Field
 
 from assets.batch import latest_source
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
+from assets.models import lora_forecasts
 from assets.partitions import PAIRS, pair_partitions
 from assets.patterns import analog_forecasts
 from cyber_pipelines.backtest.engine import BacktestConfig, calendar_bars_per_year
@@ -34,11 +35,11 @@ from cyber_pipelines.backtest.render import (
 )
 from cyber_pipelines.backtest.significance import N_BOOT
 from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison, save_pair
-from cyber_pipelines.backtest.strategies import ANALOG_COLUMN
+from cyber_pipelines.backtest.strategies import ANALOG_COLUMN, LORA_COLUMN
 from cyber_pipelines.keys import key_to_pair
 from cyber_pipelines.resources import StorageResource
 
-BACKTESTS_CODE_VERSION = "backtests-4"  # 4: analog_knn where the pair has analog forecasts
+BACKTESTS_CODE_VERSION = "backtests-5"  # 4: analog_knn where the pair has analog forecasts; 5: lora likewise
 COMPARISON_CODE_VERSION = "comparison-4"  # 4: pairs with another strategy set are left out, said so
 
 
@@ -79,7 +80,7 @@ class ComparisonConfig(dg.Config):
 
 @dg.asset(
     partitions_def=pair_partitions,
-    deps=[pair_features, analog_forecasts],
+    deps=[pair_features, analog_forecasts, lora_forecasts],
     group_name="backtests",
     kinds={"polars", "numpy"},
     code_version=BACKTESTS_CODE_VERSION,
@@ -89,7 +90,8 @@ class ComparisonConfig(dg.Config):
         "rolled) and judged out of sample: rule_of_three (TA only, the baseline), cross_moat (TA + GitHub/moat "
         "activity, its lag, window, weight and sign fitted on each training window), moat_only (the activity "
         "team alone), sma_grid (the SMA pair of the best training Sharpe) and, where the pair has analog_forecasts, "
-        "analog_knn (the pattern memory's forecast). Each is tested against cash, "
+        "analog_knn (the pattern memory's forecast) and, where it has lora_forecasts, lora (the serving forecaster's "
+        "expected return). Each is tested against cash, "
         "buy-and-hold, a random-entry null with the same trades and rule_of_three (studentized bootstrap p-values "
         "and intervals, Holm-adjusted per reference; significant = beats cash and the random null, Holm over the "
         "verdicts), with gross return, cost drag, turnover and holding time. Writes "
@@ -116,6 +118,14 @@ def backtest_results(
             )
         else:
             context.log.warning(f"{pair}: no analog_forecasts for {source}: analog_knn is left out")
+        lora = store.exists(source, "lora_forecasts", pair_key)
+        if lora:  # the serving forecaster's expected next-hour return, traded as lora (0: no forecast)
+            predicted = store.read(source, "lora_forecasts", pair_key).select("timestamp", LORA_COLUMN)
+            features = features.join(predicted, on="timestamp", how="left").with_columns(
+                pl.col(LORA_COLUMN).fill_null(0.0)
+            )
+        else:
+            context.log.warning(f"{pair}: no lora_forecasts for {source}: lora is left out")
         bars_per_day = round(calendar_bars_per_year(features["timestamp"], "24/7") / 365.25)
         settings = BacktestConfig(
             fee=config.fee,
@@ -130,7 +140,10 @@ def backtest_results(
             features,
             settings,
             default_strategies(
-                settings, min_hold_bars=max(1, round(config.min_hold_hours * bars_per_day / 24)), analog=analog
+                settings,
+                min_hold_bars=max(1, round(config.min_hold_hours * bars_per_day / 24)),
+                analog=analog,
+                lora=lora,
             ),
             pair=pair_key,
             train_bars=config.train_days * bars_per_day,
@@ -155,6 +168,7 @@ def backtest_results(
             "fill": config.fill if config.fill == "next_open" else f"close ({OPTIMISTIC_FILL})",
             "walk_forward": f"train {config.train_days} days, test {config.test_days} days, rolled",
             "analog_knn": "included (analog_forecasts)" if analog else "left out: no analog_forecasts for this pair",
+            "lora": "included (lora_forecasts)" if lora else "left out: no lora_forecasts for this pair",
             "oos_bars": result.curves.height,
             "oos_first_timestamp": str(ts[0]),
             "oos_last_timestamp": str(ts[-1]),

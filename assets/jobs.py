@@ -66,10 +66,11 @@ base_forecaster_job = dg.define_asset_job(
 )
 
 adapters_job = dg.define_asset_job(
-    "train_adapters",
-    selection=dg.AssetSelection.assets(pair_adapter),
+    "pair_models",
+    selection=dg.AssetSelection.assets(pair_adapter, lora_forecasts),
     partitions_def=pair_partitions,
-    description="Train one pair's LoRA adapter of the base and decide on the held-out period whether it serves.",
+    description="Train one pair's LoRA adapter of the base, decide on the held-out period whether it serves (its "
+    "blocking checks), then forecast the pair with the model that serves it.",
 )
 
 lora_forecasts_job = dg.define_asset_job(

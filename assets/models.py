@@ -15,6 +15,7 @@ from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features
 from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.evaluation import TRAIN_DAYS
 from cyber_pipelines.keys import key_to_pair
+from cyber_pipelines.models.periods import MIN_TRAIN_DAYS, Periods, periods
 from cyber_pipelines.models.promotion import DEFAULT_ALPHA, DEFAULT_MARGIN
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import ModelStoreResource, StorageResource
@@ -56,9 +57,11 @@ class ForecasterConfig(dg.Config):
     learning_rate: float = Field(default=3e-4, gt=0)
     seed: int = Field(default=0, ge=0, description="seeds weights and batch order (deterministic on CPU)")
     train_days: int = Field(
-        default=TRAIN_DAYS, ge=14, description="the cutoff: this many days after the earliest pair's first bar, the "
-        "backtests' first out-of-sample bar; nothing after it is ever trained on",
-    )  # fmt: skip
+        default=TRAIN_DAYS,
+        ge=MIN_TRAIN_DAYS,
+        description="the cutoff: this many days after the earliest pair's first bar, the backtests' first "
+        "out-of-sample bar; nothing after it is ever trained on",
+    )
     validation_days: int = Field(
         default=30, ge=3, description="the promotion period: the last days before the cutoff, which neither the base "
         "nor any adapter trains on",
@@ -100,7 +103,7 @@ def base_forecaster(
     candles = {k: _candles(store, source, k) for k in keys}
     try:
         samples = {k: lifecycle.pair_samples(c, key_to_pair(k), settings) for k, c in candles.items()}
-        when = lifecycle.periods(
+        when = periods(
             [lifecycle.first_bar(c) for c in candles.values() if c.height], config.train_days, config.validation_days
         )
         used = [s for s in samples.values() if len(s.known_by(when.validation_start))]
@@ -255,12 +258,10 @@ def pair_adapter(
                                        seed=config.seed),
         margin=config.margin, alpha=config.significance,
     )  # fmt: skip
-    periods = base_config["periods"]
     from datetime import datetime
 
-    when = lifecycle.Periods(
-        datetime.fromisoformat(periods["validation_start"]), datetime.fromisoformat(periods["cutoff"])
-    )
+    stored = base_config["periods"]
+    when = Periods(datetime.fromisoformat(stored["validation_start"]), datetime.fromisoformat(stored["cutoff"]))
     candles = _candles(storage.store(), source, pair_key)
     try:
         samples = lifecycle.pair_samples(candles, pair, settings)
@@ -391,7 +392,7 @@ def lora_forecasts(
     server = lora.AdapterServer(base)
     if chosen.model == "adapter":
         tensors, adapter_config, _ = lifecycle.load_adapter(store, source, pair_key)
-        server.add(pair_key, tensors, adapter_config["lora"])
+        server.add(pair_key, tensors, adapter_config["lora"], lifecycle.served_columns(chosen))
     settings = _settings(base_config)
     candles = _candles(storage.store(), source, pair_key)
     try:

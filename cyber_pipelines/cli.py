@@ -840,6 +840,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ),
             ("memory", f"{len(pair_keys)} pair(s) into the vector store", orc.memory_specs(pair_keys)),
             ("analogs", f"{len(pair_keys)} pair(s), analog forecasts", orc.analog_specs(pair_keys, args.train_days)),
+            *_model_layers(pair_keys, args.train_days, report),
             ("backtests", f"{len(pair_keys)} pair(s), one run each, {walk}", orc.backtest_specs(pair_keys, windows)),
             (
                 "comparison",
@@ -892,6 +893,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report.line(f"demo done in {progress.elapsed():.1f} s; browse it: make ui  ->  http://127.0.0.1:{DEFAULT_PORT}")
     report.finish(True)
     return 0
+
+
+def _model_layers(pair_keys: Sequence[str], train_days: int, report: Report) -> list[tuple[str, str, list]]:
+    """The models layers of the demo (base, then per pair its adapter and forecasts), or none with the reason."""
+    from cyber_pipelines import orchestrate as orc
+
+    minimum, validation = 21, min(30, train_days // 3)  # lifecycle.MIN_TRAIN_DAYS, validation_days_for (no torch here)
+    if train_days < minimum:
+        report.warn(
+            f"models layers skipped: --train-days {train_days} < {minimum} (a week of warm-up, training, hold-out)"
+        )
+        return []
+    return [
+        ("base", f"the base forecaster, trained before the last {validation} of the first {train_days} days",
+         [orc.base_forecaster_spec(train_days, validation)]),
+        ("adapters", f"{len(pair_keys)} pair(s): LoRA adapter, promotion, forecasts", orc.pair_model_specs(pair_keys)),
+    ]  # fmt: skip
 
 
 # -- patterns ------------------------------------------------------------------------------------
@@ -976,6 +994,47 @@ def cmd_patterns_similar(args: argparse.Namespace) -> int:
 
 def _signed_pct(value: float | None) -> str:
     return "   n/a " if value is None else f"{100 * (math.exp(value) - 1):+6.2f}%"
+
+
+# -- models --------------------------------------------------------------------------------------
+def cmd_models_status(args: argparse.Namespace) -> int:
+    """Which model serves each pair (its promoted adapter or the base) and why."""
+    from cyber_pipelines.instance import is_home, use_home
+
+    if args.home is not None:
+        if not is_home(args.home):
+            raise CliError(f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first)")
+        use_home(args.home)
+    from cyber_pipelines.models.lifecycle import base_name, status
+    from cyber_pipelines.resources import ModelStoreResource
+
+    store = ModelStoreResource().store()
+    sources = [s for s in MARKET_SOURCES if store.latest(base_name(s)) is not None]
+    if args.source:
+        sources = [s for s in sources if s == args.source]
+    if len(sources) != 1:
+        where = f"{store.root}" + (f" for source {args.source}" if args.source else "")
+        raise CliError(
+            f"no base forecaster under {where} (run `make demo`, or materialize base_forecaster)"
+            if not sources
+            else f"base forecasters of {', '.join(sources)}: choose one with --source",
+            code=1,
+        )
+    try:
+        found = status(store, sources[0])
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise CliError(f"cannot read the models under {store.root}: {exc}", code=1) from None
+    report = Report(args.json, {"command": "models status", **found})
+    periods = found["periods"] or {}
+    report.line(
+        f"{found['source']} base forecaster {found['base_version']} (trained on outcomes known by "
+        f"{periods.get('validation_start', '?')[:10]}; promotion period to {periods.get('cutoff', '?')[:10]})"
+    )
+    for row in found["pairs"]:
+        served = f"adapter {row['adapter_version']}" if row["model"] == "adapter" else "base"
+        report.line(f"  {row['pair']:<10} {served:<46} {row['reason']}")
+    report.finish(True)
+    return 0
 
 
 # -- ui ------------------------------------------------------------------------------------------
@@ -1191,6 +1250,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", type=Path, default=None, help="a home made by `demo` (default: CYBER_DATA_DIR or ./data)"
     )
     similar.set_defaults(func=cmd_patterns_similar)
+
+    models = sub.add_parser("models", parents=[common], help="the forecasters: which model serves each pair")
+    models_sub = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    model_status = models_sub.add_parser(
+        "status", parents=[common, reports], help="per pair: its promoted LoRA adapter or the base, and why"
+    )
+    model_status.add_argument("--source", choices=MARKET_SOURCES, help="default: the one source with a base model")
+    model_status.add_argument(
+        "--home", type=Path, default=None, help="a home made by `demo` (default: CYBER_DATA_DIR or ./data)"
+    )
+    model_status.set_defaults(func=cmd_models_status)
 
     ui = sub.add_parser("ui", parents=[common], help="serve the Dagster UI (dagster dev) over an instance")
     ui.add_argument("--home", type=Path, default=None, help="a home made by `demo` (default: DAGSTER_HOME and ./data)")

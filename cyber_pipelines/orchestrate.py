@@ -671,6 +671,17 @@ def analog_specs(pair_keys: Sequence[str], train_days: int) -> list[RunSpec]:
     return [RunSpec("forecast_analogs", key, key, key, run_config, 1) for key in pair_keys]
 
 
+def base_forecaster_spec(train_days: int, validation_days: int) -> RunSpec:
+    """The base forecaster, trained on every pair's samples known before the promotion period."""
+    config = {"train_days": train_days, "validation_days": validation_days}
+    return RunSpec("train_base_forecaster", "all pairs", run_config={"ops": {"base_forecaster": {"config": config}}})
+
+
+def pair_model_specs(pair_keys: Sequence[str]) -> list[RunSpec]:
+    """Each pair's adapter, its promotion and the forecasts of the model that serves it, one run per pair."""
+    return [RunSpec("pair_models", key, key, key, {}, 1) for key in pair_keys]
+
+
 def backtest_specs(pair_keys: Sequence[str], config: Mapping[str, Any] | None = None) -> list[RunSpec]:
     """Each pair's backtests, one run per pair (the comparison runs after all of them); ``config`` is
     ``backtest_results``' run config (walk-forward windows, costs)."""

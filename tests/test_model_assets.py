@@ -6,6 +6,7 @@ adapter must be promoted and the others not."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -200,3 +201,41 @@ def test_adapter_check_fails_through_the_asset_on_a_corrupted_adapter(models: Mo
 def test_no_pickle_in_the_model_store(models: Models) -> None:
     files = [p for p in models.data.joinpath("models").rglob("*") if p.is_file()]
     assert files and {p.suffix for p in files} <= {".safetensors", ".json", ""}
+
+
+def test_lora_strategy_is_backtested_out_of_sample_against_the_references(models: Models) -> None:
+    from assets.backtests import backtest_results
+
+    fast = {"train_days": 180, "test_days": 14, "random_draws": 100, "n_boot": 199}
+    result = models.run([backtest_results], partition_key="SOL-USD", run_config={
+        "ops": {"backtest_results": {"config": fast}}})  # fmt: skip
+    assert result.success
+    meta = metadata(result, "backtest_results")
+    assert meta["lora"] == "included (lora_forecasts)"
+    report = json.loads(Path(meta["json_path"]).read_text())["strategies"]["lora"]
+    assert {t["reference"] for t in report["tests"]} == {"cash", "buy_and_hold", "random_entry", "rule_of_three"}
+    assert report["windows"][0]["params"]["n_train"] > 0  # calibrated on each training window
+
+
+def test_cli_models_status_names_the_serving_model_and_why(
+    models: Models, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from cyber_pipelines.cli import main
+
+    monkeypatch.setenv("CYBER_DATA_DIR", str(models.data))
+    assert main(["models", "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"synthetic base forecaster {models.base.run_id}" in text
+    sol = next(line for line in text.splitlines() if line.strip().startswith("SOL/USD"))
+    assert "adapter" in sol and "the adapter serves return" in sol
+    btc = next(line for line in text.splitlines() if line.strip().startswith("BTC/USD"))
+    assert " base " in btc and "keeps the base" in btc
+    assert main(["models", "status", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] and {r["pair"]: r["model"] for r in found["pairs"]} == {
+        "BTC/USD": "base", "ETH/USD": "base", "SOL/USD": "adapter"}  # fmt: skip
+    monkeypatch.setenv("CYBER_DATA_DIR", str(tmp_path))  # nothing trained there
+    assert main(["models", "status"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: no base forecaster under {tmp_path / 'models'} (run `make demo`, or materialize base_forecaster)"
+    ]

@@ -50,6 +50,7 @@ from cyber_pipelines.backtest.significance import (
 from cyber_pipelines.backtest.strategies import (
     AnalogKnn,
     CrossMoat,
+    LoraForecast,
     MoatOnly,
     RuleOfThree,
     SmaGrid,
@@ -66,18 +67,23 @@ HOURS_PER_DAY = 24
 TRAIN_DAYS, TEST_DAYS = 90, 30  # the default walk-forward: 90 days of training before each 30 out of sample
 
 
-def default_strategies(config: BacktestConfig, min_hold_bars: int = 1, analog: bool = False) -> list[Strategy]:
+def default_strategies(
+    config: BacktestConfig, min_hold_bars: int = 1, analog: bool = False, lora: bool = False
+) -> list[Strategy]:
     """The TA-only baseline ``rule_of_three``, ``cross_moat`` (TA + activity, fitted walk-forward),
     ``moat_only`` (the activity team alone), ``sma_grid`` (the SMA pair of the best training Sharpe,
-    with ``config``'s costs) and, with ``analog``, ``analog_knn`` (the pattern-memory forecast)."""
+    with ``config``'s costs), with ``analog`` ``analog_knn`` (the pattern-memory forecast) and with
+    ``lora`` ``lora`` (the serving forecaster's expected return)."""
     strategies: list[Strategy] = [
         RuleOfThree(min_hold_bars=min_hold_bars),
         CrossMoat(min_hold_bars=min_hold_bars),
         MoatOnly(min_hold_bars=min_hold_bars),
         SmaGrid(config=config),
     ]
-    analog_knn = AnalogKnn(min_hold_bars=min_hold_bars, min_edge=2 * config.cost_rate)  # pays its round trip
-    return strategies + ([analog_knn] if analog else [])
+    edge = 2 * config.cost_rate  # a forecast votes only where it pays its round trip
+    analog_knn = AnalogKnn(min_hold_bars=min_hold_bars, min_edge=edge)
+    forecaster = LoraForecast(min_hold_bars=min_hold_bars, min_edge=edge)
+    return strategies + ([analog_knn] if analog else []) + ([forecaster] if lora else [])
 
 
 @dataclass(frozen=True)

@@ -573,10 +573,11 @@ class AnalogKnn(RuleOfThree):
     quorum: float = 1.0
     min_edge: float = 0.0
     name: str = "analog_knn"
+    column: str = ANALOG_COLUMN
 
     def _forecast(self, features: pl.DataFrame) -> np.ndarray:
-        (forecast,) = _columns(features, [ANALOG_COLUMN], "analog_knn")
-        return np.where(forecast != 0, forecast, np.nan)  # 0: no admissible neighbour
+        (forecast,) = _columns(features, [self.column], self.name)
+        return np.where(forecast != 0, forecast, np.nan)  # 0: no forecast (no admissible neighbour)
 
     def fit(self, train: pl.DataFrame) -> None:
         self.calibrations = {"analog": calibration(self._forecast(train))}
@@ -598,6 +599,19 @@ class AnalogKnn(RuleOfThree):
         vote = percentile_vote(forecast, self.calibrations.get("analog"))
         pays = np.abs(np.nan_to_num(forecast)) > self.min_edge
         return [Vote(np.where(pays, vote.direction, 0.0), vote.confidence, vote.weight)]
+
+
+LORA_COLUMN = "lora_forecast"
+
+
+@dataclass
+class LoraForecast(AnalogKnn):
+    """The serving forecaster's expected return (``lora_forecast``: the pair's promoted LoRA adapter, else the
+    base; ``models``) traded like ``AnalogKnn``: direction its sign, confidence its training percentile, no vote
+    where it does not pay its round trip."""
+
+    name: str = "lora"
+    column: str = LORA_COLUMN
 
 
 @dataclass

@@ -30,7 +30,7 @@ class AdapterSettings:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ()  # empty: every hidden.<i> layer of the base
-    train_head: bool = True  # the adapter also trains its own copy of the output layer (2 x width + 2 weights)
+    train_head: bool = True  # the adapter also trains its own copies of the output layers (head and skip, small)
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
@@ -46,9 +46,12 @@ class AdapterSettings:
         return chosen
 
     def lora_config(self, base: Forecaster) -> LoraConfig:
+        return self.peft_config(self.targets(base))
+
+    def peft_config(self, targets: list[str]) -> LoraConfig:
         return LoraConfig(
-            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.targets(base),
-            bias="none", modules_to_save=["head"] if self.train_head else None,
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, bias="none",
+            modules_to_save=["head", "skip"] if self.train_head else None,
         )  # fmt: skip
 
 
@@ -100,16 +103,23 @@ def settings_from_config(config: dict[str, Any]) -> AdapterSettings:
 
 
 class AdapterServer:
-    """The base loaded once; each pair's adapter added under its own name; ``predict(pair, x)`` switches to it."""
+    """The base loaded once; each pair's adapter added under its own name; ``predict(pair, x)`` switches to it
+    (``set_adapter``) for the outputs it serves and takes the others from the base (``disable_adapter``)."""
 
     def __init__(self, base: Forecaster) -> None:
         self.base = base
         self.model: PeftModel | None = None
         self.names: set[str] = set()
+        self.serves: dict[str, list[int]] = {}
 
-    def add(self, pair_key: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    def add(
+        self, pair_key: str, tensors: dict[str, torch.Tensor], config: dict[str, Any], serves: Iterable[int] = (0, 1)
+    ) -> None:
+        """Add ``pair_key``'s adapter; it serves the output columns ``serves`` (0 return, 1 log variance), the
+        base the others."""
         name = adapter_name(pair_key)
-        lora = settings_from_config(config).lora_config(self.base)
+        # the stored targets (checked when the adapter was trained): the wrapped base no longer has plain layers
+        lora = settings_from_config(config).peft_config(list(config["target_modules"]))
         if self.model is None:
             self.model = get_peft_model(self.base, lora, adapter_name=name)
         else:
@@ -123,6 +133,7 @@ class AdapterServer:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         self.names.add(name)
+        self.serves[name] = sorted(set(serves))
         self.model.eval()
 
     def predict(self, pair_key: str, x: np.ndarray) -> np.ndarray:
@@ -130,11 +141,17 @@ class AdapterServer:
         name = adapter_name(pair_key)
         if self.model is None:
             return predict(self.base, x)
-        if name in self.names:
+        served = self.serves.get(name, [])
+        if served:
             self.model.set_adapter(name)
-            return predict(self.model, x)
+            out = predict(self.model, x)
+            if len(served) == out.shape[1]:
+                return out
         with self.model.disable_adapter():
-            return predict(self.model, x)
+            base = predict(self.model, x)
+        if served:
+            base[:, served] = out[:, served]
+        return base
 
     def pairs(self) -> Iterable[str]:
         return sorted(self.names)

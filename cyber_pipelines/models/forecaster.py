@@ -42,26 +42,30 @@ class TrainSettings:
 
 
 class Forecaster(nn.Module):
-    """input -> hidden (GELU) -> ... -> (mu, log variance); ``depth`` hidden-to-hidden layers named hidden.<i>."""
+    """input -> hidden (GELU) -> ... -> (mu, log variance), plus a linear path from the input (``skip``);
+    ``depth`` hidden-to-hidden layers named hidden.<i>."""
 
-    def __init__(self, input_dim: int, width: int = 1024, depth: int = 1) -> None:
+    def __init__(self, input_dim: int, width: int = 1024, depth: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
-        self.input_dim, self.width, self.depth = input_dim, width, depth
+        self.input_dim, self.width, self.depth, self.dropout = input_dim, width, depth, dropout
+        self.drop = nn.Dropout(dropout)
         self.inp = nn.Linear(input_dim, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
         self.head = nn.Linear(width, 2)
-        nn.init.zeros_(self.head.weight)  # start at the prior: no expected return, unit standardized variance
-        nn.init.zeros_(self.head.bias)
+        self.skip = nn.Linear(input_dim, 2)  # a linear path: linear dynamics (an AR term) are learned at once
+        for layer in (self.head, self.skip):  # start at the prior: no expected return, unit standardized variance
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.inp(x))
+        h = self.drop(self.act(self.inp(x)))
         for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.head(h)
+            h = self.drop(self.act(layer(h)))
+        return self.head(h) + self.skip(x)
 
-    def architecture(self) -> dict[str, int]:
-        return {"input_dim": self.input_dim, "width": self.width, "depth": self.depth}
+    def architecture(self) -> dict[str, float]:
+        return {"input_dim": self.input_dim, "width": self.width, "depth": self.depth, "dropout": self.dropout}
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
@@ -168,7 +172,7 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy().astype(np.float64)
 
 
-TARGETS = ("return", "variance")
+TARGETS = ("return", "variance")  # the output columns, in order
 
 
 def target_losses(model: nn.Module, samples: Samples) -> dict[str, np.ndarray]:
@@ -179,17 +183,22 @@ def target_losses(model: nn.Module, samples: Samples) -> dict[str, np.ndarray]:
 
 
 def train_base(
-    samples: Samples, width: int = 1024, depth: int = 1, settings: TrainSettings | None = None
+    samples: Samples, width: int = 1024, depth: int = 1, settings: TrainSettings | None = None, dropout: float = 0.0
 ) -> tuple[Forecaster, TrainingReport]:
     """A new ``Forecaster`` trained on ``samples`` (every pair's, before the cutoff)."""
     settings = settings or TrainSettings()
     deterministic(settings.seed)
-    model = Forecaster(samples.x.shape[1], width, depth)
+    model = Forecaster(samples.x.shape[1], width, depth, dropout)
     return model, fit(model, samples, settings)
 
 
-def load_forecaster(tensors: dict[str, torch.Tensor], architecture: dict[str, int]) -> Forecaster:
-    model = Forecaster(int(architecture["input_dim"]), int(architecture["width"]), int(architecture["depth"]))
+def load_forecaster(tensors: dict[str, torch.Tensor], architecture: dict[str, float]) -> Forecaster:
+    model = Forecaster(
+        int(architecture["input_dim"]),
+        int(architecture["width"]),
+        int(architecture["depth"]),
+        float(architecture.get("dropout", 0.0)),
+    )
     model.load_state_dict(tensors)
     model.eval()
     return model

@@ -16,7 +16,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from cyber_pipelines.models.forecaster import (
     target_losses,
     train_base,
 )
+from cyber_pipelines.models.periods import Periods
 from cyber_pipelines.models.promotion import DEFAULT_ALPHA, DEFAULT_MARGIN, Decision, decide, diebold_mariano
 from cyber_pipelines.models.references import compare
 from cyber_pipelines.models.samples import Samples, build_samples, concat
@@ -49,6 +50,7 @@ class ModelSettings:
     horizon: int = 1  # hours ahead
     width: int = 1024
     depth: int = 1
+    dropout: float = 0.0
     base: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=3e-4))
     adapter: lora.AdapterSettings = field(default_factory=lora.AdapterSettings)
     adapter_training: TrainSettings = field(default_factory=lambda: TrainSettings(learning_rate=1e-3, weight_decay=0.0))
@@ -68,24 +70,6 @@ def adapter_store_name(source: str, pair_key: str) -> str:
     return f"adapter-{source}-{pair_key}"
 
 
-@dataclass(frozen=True)
-class Periods:
-    validation_start: datetime  # models train on outcomes known by then
-    cutoff: datetime  # the first out-of-sample bar
-
-    def as_dict(self) -> dict[str, str]:
-        return {"validation_start": self.validation_start.isoformat(), "cutoff": self.cutoff.isoformat()}
-
-
-def periods(first_timestamps: list[datetime], train_days: int, validation_days: int) -> Periods:
-    if not first_timestamps:
-        raise ValueError("no pair has samples")
-    if not 0 < validation_days < train_days:
-        raise ValueError(f"validation_days must be in (0, train_days={train_days}), got {validation_days}")
-    cutoff = min(first_timestamps) + timedelta(days=train_days)
-    return Periods(cutoff - timedelta(days=validation_days), cutoff)
-
-
 def pair_samples(candles: pl.DataFrame, pair: str, settings: ModelSettings) -> Samples:
     return build_samples(candles, pair, settings.length, settings.horizon)
 
@@ -102,7 +86,7 @@ def first_bar(candles: pl.DataFrame) -> datetime:
 
 def fit_base(samples: list[Samples], when: Periods, settings: ModelSettings) -> tuple[Forecaster, TrainingReport]:
     train = concat([s.known_by(when.validation_start) for s in samples])
-    return train_base(train, settings.width, settings.depth, settings.base)
+    return train_base(train, settings.width, settings.depth, settings.base, settings.dropout)
 
 
 def probe(model: torch.nn.Module, samples: Samples) -> dict[str, list[float]]:
@@ -248,6 +232,39 @@ def serving(store: ModelStore, source: str, pair_key: str) -> Serving:
     if config.get("base_version") != base_version:
         reason = f"its adapter {adapter_version} was trained on base {config.get('base_version')}, not the latest"
         return Serving(pair_key, "base", base_version, adapter_version, reason, decision)
-    if not decision.get("promoted"):
+    if not decision.get("serves"):
         return Serving(pair_key, "base", base_version, adapter_version, str(decision.get("reason")), decision)
     return Serving(pair_key, "adapter", base_version, adapter_version, str(decision.get("reason")), decision)
+
+
+def served_columns(chosen: Serving) -> list[int]:
+    """The output columns (0 return, 1 log variance) the pair's adapter serves."""
+    serves = (chosen.decision or {}).get("serves") or []
+    return [TARGETS.index(t) for t in serves] if chosen.model == "adapter" else []
+
+
+def status(store: ModelStore, source: str) -> dict[str, Any]:
+    """The base of ``source`` and, per pair it was trained on (or with an adapter), which model serves and why."""
+    version = store.latest(base_name(source))
+    if version is None:
+        raise FileNotFoundError(f"no base forecaster for {source} in {store.root}: materialize base_forecaster")
+    _, config, _ = store.load(base_name(source), version)
+    prefix = f"adapter-{source}-"
+    adapted = [p.name[len(prefix) :] for p in store.root.glob(f"{prefix}*") if p.is_dir()]
+    keys = sorted({*(pair.replace("/", "-") for pair in config.get("pairs", [])), *adapted})
+    rows = []
+    for key in keys:
+        chosen = serving(store, source, key)
+        tests = (chosen.decision or {}).get("tests") or {}
+        rows.append({
+            **chosen.as_dict(),
+            "pair": key.replace("-", "/", 1),
+            **{f"{t}_improvement": tests.get(t, {}).get("improvement") for t in TARGETS},
+            **{f"{t}_p_adjusted": tests.get(t, {}).get("p_adjusted") for t in TARGETS},
+        })  # fmt: skip
+    return {"source": source, "base_version": version, "periods": config.get("periods"), "pairs": rows}
+
+
+def load_forecaster_copy(base: Forecaster) -> Forecaster:
+    """A fresh copy of ``base`` (a server wraps and changes the module it is given)."""
+    return copy.deepcopy(base)
