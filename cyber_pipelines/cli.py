@@ -912,6 +912,29 @@ def _model_layers(pair_keys: Sequence[str], train_days: int, report: Report) -> 
     ]  # fmt: skip
 
 
+def _use_demo_home(args: argparse.Namespace) -> None:
+    """With ``--home``, read that demo home's instance, data and config (refused if ``demo`` did not make it)."""
+    from cyber_pipelines.instance import is_home, use_home
+
+    if args.home is not None:
+        if not is_home(args.home):
+            raise CliError(f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first)")
+        use_home(args.home)
+
+
+def _one_source(found: list[str], asked: str | None, what: str, hint: str) -> str:
+    """The one source that has ``what`` (``asked`` if given), else a one-line error (exit 1)."""
+    sources = [s for s in found if s == asked] if asked else found
+    if len(sources) != 1:
+        raise CliError(
+            f"no {what}" + (f" for source {asked}" if asked else "") + f" ({hint})"
+            if not sources
+            else f"{what} from {', '.join(sources)}: choose one with --source",
+            code=1,
+        )
+    return sources[0]
+
+
 # -- patterns ------------------------------------------------------------------------------------
 def _moment(text: str) -> datetime:
     """An ISO time (``2024-03-01T12:00``, naive = UTC, or with an offset) as an aware UTC datetime."""
@@ -925,26 +948,16 @@ def _moment(text: str) -> datetime:
 def cmd_patterns_similar(args: argparse.Namespace) -> int:
     """The nearest admissible windows of a pair's window at a time, with what followed them."""
     from cyber_pipelines import config
-    from cyber_pipelines.instance import is_home, use_home
 
-    if args.home is not None:
-        if not is_home(args.home):
-            raise CliError(f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first)")
-        use_home(args.home)
+    _use_demo_home(args)
     key = pair_to_key(args.pair)
     root = config.data_dir()
-    sources = [s for s in MARKET_SOURCES if (root / s / "pattern_windows" / f"{key}.parquet").exists()]
-    if args.source:
-        sources = [s for s in sources if s == args.source]
-    if len(sources) != 1:
-        where = f"{root}" + (f" for source {args.source}" if args.source else "")
-        raise CliError(
-            f"no pattern windows of {args.pair} under {where} (run `make demo`, or materialize pattern_windows)"
-            if not sources
-            else f"{args.pair} has pattern windows from {', '.join(sources)}: choose one with --source",
-            code=1,
-        )
-    source = sources[0]
+    source = _one_source(
+        [s for s in MARKET_SOURCES if (root / s / "pattern_windows" / f"{key}.parquet").exists()],
+        args.source,
+        f"pattern windows of {args.pair} under {root}",
+        "run `make demo`, or materialize pattern_windows",
+    )
     from cyber_pipelines.orchestrate import Progress
 
     progress = Progress()
@@ -999,29 +1012,19 @@ def _signed_pct(value: float | None) -> str:
 # -- models --------------------------------------------------------------------------------------
 def cmd_models_status(args: argparse.Namespace) -> int:
     """Which model serves each pair (its promoted adapter or the base) and why."""
-    from cyber_pipelines.instance import is_home, use_home
-
-    if args.home is not None:
-        if not is_home(args.home):
-            raise CliError(f"{args.home} is not a home made by `cyber-pipelines demo` (run `make demo` first)")
-        use_home(args.home)
+    _use_demo_home(args)
     from cyber_pipelines.models.lifecycle import base_name, status
     from cyber_pipelines.resources import ModelStoreResource
 
     store = ModelStoreResource().store()
-    sources = [s for s in MARKET_SOURCES if store.latest(base_name(s)) is not None]
-    if args.source:
-        sources = [s for s in sources if s == args.source]
-    if len(sources) != 1:
-        where = f"{store.root}" + (f" for source {args.source}" if args.source else "")
-        raise CliError(
-            f"no base forecaster under {where} (run `make demo`, or materialize base_forecaster)"
-            if not sources
-            else f"base forecasters of {', '.join(sources)}: choose one with --source",
-            code=1,
-        )
+    source = _one_source(
+        [s for s in MARKET_SOURCES if store.latest(base_name(s)) is not None],
+        args.source,
+        f"base forecaster under {store.root}",
+        "run `make demo`, or materialize base_forecaster",
+    )
     try:
-        found = status(store, sources[0])
+        found = status(store, source)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise CliError(f"cannot read the models under {store.root}: {exc}", code=1) from None
     report = Report(args.json, {"command": "models status", **found})

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cyber_pipelines.models.forecaster import deterministic
+
 DEFAULT_DIM = 32
 MIN_TRAINING_WINDOWS = 100  # a batch is at most the training windows; fewer than this are refused
 
@@ -72,12 +74,6 @@ class TrainingReport:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _deterministic(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    return torch.Generator().manual_seed(seed)
-
-
 def train_encoder(windows: np.ndarray, settings: EncoderSettings | None = None) -> tuple[WindowEncoder, TrainingReport]:
     """Fit a ``WindowEncoder`` on ``windows`` (rows in time order, float32) and report its losses."""
     settings = settings or EncoderSettings()
@@ -91,7 +87,7 @@ def train_encoder(windows: np.ndarray, settings: EncoderSettings | None = None) 
             f"{settings.validation_share:.0%} held out"
         )
     batch_size = min(settings.batch_size, len(x) - n_val)
-    generator = _deterministic(settings.seed)
+    generator = deterministic(settings.seed)
     began = time.perf_counter()
     model = WindowEncoder(x.shape[1], settings.dim, settings.hidden)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
