@@ -77,7 +77,7 @@ class TrainingReport:
 def train_encoder(windows: np.ndarray, settings: EncoderSettings | None = None) -> tuple[WindowEncoder, TrainingReport]:
     """Fit a ``WindowEncoder`` on ``windows`` (rows in time order, float32) and report its losses."""
     settings = settings or EncoderSettings()
-    x = np.asarray(windows, dtype=np.float32)
+    x = np.array(windows, dtype=np.float32)  # a writable copy: torch.from_numpy warns on read-only arrays
     if x.ndim != 2 or not np.all(np.isfinite(x)):
         raise ValueError(f"training windows must be a finite 2-d array, got shape {x.shape}")
     n_val = max(1, int(len(x) * settings.validation_share))
