@@ -297,7 +297,7 @@ def pair_adapter(
             "adapter_parameters": outcome.trainable,
             "share_of_base": outcome.trainable / outcome.base_parameters,
             "rank": config.rank,
-            "target_modules": ", ".join(lora_config["target_modules"]) + (" + own head" if config.train_head else ""),
+            "target_modules": ", ".join(lora_config["target_modules"]) + (" + own heads" if config.train_head else ""),
             "train_samples": outcome.n_train,
             "training_seconds": round(outcome.report.seconds, 2),
             **{f"improvement/{t}": v.improvement for t, v in decision.tests.items()},

@@ -1034,8 +1034,9 @@ def cmd_models_status(args: argparse.Namespace) -> int:
         f"{periods.get('validation_start', '?')[:10]}; promotion period to {periods.get('cutoff', '?')[:10]})"
     )
     for row in found["pairs"]:
-        served = f"adapter {row['adapter_version']}" if row["model"] == "adapter" else "base"
-        report.line(f"  {row['pair']:<10} {served:<46} {row['reason']}")
+        serves = ", ".join((row["decision"] or {}).get("serves") or [])
+        served = f"adapter {row['adapter_version'][:8]} ({serves})" if row["model"] == "adapter" else "base"
+        report.line(f"  {row['pair']:<10} {served:<28} {row['reason']}")
     report.finish(True)
     return 0
 
