@@ -42,14 +42,15 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class ModelStoreResource(dg.ConfigurableResource):
-    """Where models are saved (safetensors + JSON config): ``root``, else ``<data>/models``."""
+    """Where models are saved (safetensors + JSON config): ``root`` (a folder or an fsspec URL such as
+    ``s3://bucket/models``), else ``CYBER_MODEL_STORE``, else ``<data>/models``."""
 
     root: str = ""
 
     def store(self) -> "ModelStore":
         from cyber_pipelines.models.store import ModelStore
 
-        return ModelStore(Path(self.root) if self.root else config.data_dir() / "models")
+        return ModelStore(self.root or os.environ.get("CYBER_MODEL_STORE") or config.data_dir() / "models")
 
 
 class VectorStoreResource(dg.ConfigurableResource):

@@ -218,3 +218,27 @@ def test_only_the_pair_that_differs_from_the_pool_gets_a_promoted_adapter(seed: 
     assert {p: d.promoted for p, d in decisions.items()} == {
         "BTC/USD": False, "ETH/USD": False, "DOT/USD": False, "SOL/USD": True}, {
         p: d.reason for p, d in decisions.items()}  # fmt: skip
+
+
+def test_the_model_store_works_on_object_storage_through_fsspec(trained: tuple[Forecaster, dict]) -> None:
+    from cyber_pipelines.resources import ModelStoreResource
+
+    base, ctx = trained
+    store = ModelStoreResource(root="memory://model-store-test").store()
+    assert not store.local and str(store.root) == "memory://model-store-test"
+    samples = ctx["samples"]["BTC/USD"]
+    lifecycle.save_base(store, "synthetic", "run-1", base, {"periods": ctx["when"].as_dict()}, samples)
+    loaded, config, version = lifecycle.load_base(store, "synthetic")
+    assert version == "run-1" and store.versions(lifecycle.base_name("synthetic")) == ["run-1"]
+    assert np.array_equal(predict(loaded, samples.x[:20]), predict(base, samples.x[:20]))
+    tensors, _, _ = store.load(lifecycle.base_name("synthetic"))
+    assert lifecycle.verify(tensors, config) == []
+    settings = lora.AdapterSettings(rank=2)
+    model = lora.attach(base, settings)
+    store.save(lifecycle.adapter_store_name("synthetic", "BTC-USD"), "run-2", lora.adapter_tensors(model),
+               {"base_version": "run-1", "lora": lora.adapter_config(settings, base),
+                "promotion": {"serves": [], "reason": "kept the base"}})  # fmt: skip
+    found = lifecycle.status(store, "synthetic")
+    assert [(r["pair"], r["model"], r["adapter_version"]) for r in found["pairs"]] == [("BTC/USD", "base", "run-2")]
+    with pytest.raises(FileNotFoundError, match="no model"):
+        store.load("nothing-here")

@@ -250,7 +250,7 @@ def status(store: ModelStore, source: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no base forecaster for {source} in {store.root}: materialize base_forecaster")
     _, config, _ = store.load(base_name(source), version)
     prefix = f"adapter-{source}-"
-    adapted = [p.name[len(prefix) :] for p in store.root.glob(f"{prefix}*") if p.is_dir()]
+    adapted = [name[len(prefix) :] for name in store.names(prefix)]
     keys = sorted({*(pair.replace("/", "-") for pair in config.get("pairs", [])), *adapted})
     rows = []
     for key in keys:

@@ -1,9 +1,14 @@
 """A folder of versioned models: ``<root>/<name>/<version>/{model.safetensors, config.json}``.
 
-Weights are safetensors and the config JSON: loading never unpickles anything. A version is written
-into a hidden temp folder and renamed into place, then ``<name>/LATEST`` names it (also written
-atomically), so a reader never sees a half-written model and a failed save leaves the previous one.
-The version is the id of the run that made the model (and its partition, where it has one).
+Weights are safetensors and the config JSON: loading never unpickles anything. The version is the id of the
+run that made the model (and its partition, where it has one). ``<name>/LATEST`` names the newest version
+and is written last, so a reader that follows it never sees a half-written model and a failed save leaves
+the previous one in force.
+
+The root is a local folder (default) or an fsspec URL (``s3://bucket/models``, ``memory://`` in tests;
+universal-pathlib). Locally a version is written into a hidden temp folder and renamed into place, and
+``LATEST`` is replaced atomically; on object storage, where there is no rename, each file is one
+whole-object write and ``LATEST`` is written after both files of its version.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
+from upath import UPath
 
 from cyber_pipelines.storage import write_text_atomic
 
@@ -31,21 +37,35 @@ def _check(kind: str, value: str) -> str:
     return value
 
 
+def _is_url(root: str | Path) -> bool:
+    return isinstance(root, str) and "://" in root and not root.startswith("file://")
+
+
 class ModelStore:
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.local = not _is_url(root)
+        self.root: Path | UPath = Path(str(root).removeprefix("file://")) if self.local else UPath(str(root))
 
-    def folder(self, name: str, version: str) -> Path:
+    def folder(self, name: str, version: str) -> Path | UPath:
         return self.root / _check("name", name) / _check("version", version)
 
-    def save(self, name: str, version: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    def save(self, name: str, version: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path | UPath:
         """Write one version and make it the latest; returns its folder."""
+        weights = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        text = json.dumps(config, indent=2, sort_keys=True, default=str)
         target = self.folder(name, version)
+        if not self.local:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / WEIGHTS).write_bytes(weights)
+            (target / CONFIG).write_text(text)
+            (target.parent / LATEST).write_text(version + "\n")
+            return target
+        target = Path(str(target))
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / WEIGHTS))
-            (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+            (staging / WEIGHTS).write_bytes(weights)
+            (staging / CONFIG).write_text(text)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
@@ -65,6 +85,12 @@ class ModelStore:
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def names(self, prefix: str = "") -> list[str]:
+        """The model names in the store that start with ``prefix``."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
     def load(self, name: str, version: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
         """(tensors, config, version) of ``version`` or of the latest; FileNotFoundError naming the path."""
         version = version or self.latest(name)
@@ -73,4 +99,4 @@ class ModelStore:
         folder = self.folder(name, version)
         if not (folder / WEIGHTS).exists() or not (folder / CONFIG).exists():
             raise FileNotFoundError(f"model {name!r} version {version!r} is incomplete or missing at {folder}")
-        return load_file(str(folder / WEIGHTS)), json.loads((folder / CONFIG).read_text()), version
+        return load((folder / WEIGHTS).read_bytes()), json.loads((folder / CONFIG).read_text()), version
