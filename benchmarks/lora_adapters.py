@@ -1,8 +1,8 @@
 """Learned LoRA adapters (issue 11): base training, adapter training, adapter size, recovered gain, serving.
 
 Run: ``.venv/bin/python benchmarks/lora_adapters.py [--pool 4] [--days 456] [--ar 0.3] [--serving-pairs 15]``.
-Prints one JSON line (progress goes to stderr). Took 8 minutes on the 2-core machine with the defaults
-while other work kept its load average at 3-5 (the base alone 290 s of it).
+Prints one JSON line (progress goes to stderr). Took 78 s on the quiet 2-core machine with the defaults
+(load 1.6; the base 19 s of it), and 8 minutes while other work kept the load average at 3-5.
 
 Data: ``--pool`` pool pairs (``return_ar`` 0) and one distinct pair (AR(1) returns with ``--ar``),
 simulated hourly from ``ORIGIN`` over ``--days`` days (seed ``--seed``), turned into samples with the
