@@ -70,6 +70,19 @@ def latest_source(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: s
     return source if isinstance(source, str) else None
 
 
+def required_source(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    upstream: dg.AssetKey,
+    partition: str | None = None,
+) -> str:
+    """``latest_source`` of ``upstream``, or a Failure that says to materialize it first."""
+    source = latest_source(context.instance, upstream, partition)
+    if source is None:
+        what = f"{upstream.to_user_string()}" + (f" for {partition}" if partition else "")
+        raise dg.Failure(f"no {what} materialization with a source: materialize it first")
+    return source
+
+
 def blocking_check_specs(
     asset_key: str, checks: Mapping[str, str], partitions_def: dg.PartitionsDefinition
 ) -> list[dg.AssetCheckSpec]:

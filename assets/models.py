@@ -3,6 +3,7 @@ out of sample, and the forecasts of whichever model serves each pair."""
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import dagster as dg
@@ -10,7 +11,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.batch import latest_source
+from assets.batch import required_source
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features
 from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.evaluation import TRAIN_DAYS
@@ -28,10 +29,7 @@ FORECAST_COLUMN = "lora_forecast"
 
 
 def _source(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, partition: str | None = None) -> str:
-    source = latest_source(context.instance, pair_features.key, partition)
-    if source is None:
-        raise dg.Failure("no pair_features materialization with a source: materialize it first")
-    return source
+    return required_source(context, pair_features.key, partition)
 
 
 def _candles(store: TableStore, source: str, pair_key: str) -> pl.DataFrame:
@@ -197,15 +195,8 @@ def _same_base(models: ModelStoreResource, source: str, fingerprint: str):
 def base_forecaster_valid(context: dg.AssetCheckExecutionContext, models: ModelStoreResource) -> dg.AssetCheckResult:
     from cyber_pipelines.models import lifecycle
 
-    source = _source(context)
-    try:
-        tensors, config, version = models.store().load(lifecycle.base_name(source))
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"problems": f"cannot load the base: {exc}"})
-    problems = lifecycle.verify(tensors, config)
-    return dg.AssetCheckResult(
-        passed=not problems, metadata={"version": version, "problems": "; ".join(problems) or "none"}
-    )
+    store = models.store()
+    return _integrity(lambda: (*store.load(lifecycle.base_name(_source(context))), None))
 
 
 class AdapterConfig(dg.Config):
@@ -327,11 +318,22 @@ def pair_adapter_valid(context: dg.AssetCheckExecutionContext, models: ModelStor
     pair_key = context.partition_key
     source = _source(context, pair_key)
     store = models.store()
-    try:
+
+    def adapter_and_base() -> tuple:
         tensors, config, version = lifecycle.load_adapter(store, source, pair_key)
-        base, _, _ = lifecycle.load_base(store, source, config["base_version"])
+        return tensors, config, version, lifecycle.load_base(store, source, config["base_version"])[0]
+
+    return _integrity(adapter_and_base)
+
+
+def _integrity(load: Callable[[], tuple]) -> dg.AssetCheckResult:
+    """The integrity check of a stored model: ``load()`` gives (tensors, config, version, base or None)."""
+    from cyber_pipelines.models import lifecycle
+
+    try:
+        tensors, config, version, base = load()
     except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"problems": f"cannot load the adapter or its base: {exc}"})
+        return dg.AssetCheckResult(passed=False, metadata={"problems": f"cannot load the model: {exc}"})
     problems = lifecycle.verify(tensors, config, base)
     return dg.AssetCheckResult(
         passed=not problems, metadata={"version": version, "problems": "; ".join(problems) or "none"}
@@ -352,7 +354,7 @@ def pair_adapter_promotion(context: dg.AssetCheckExecutionContext, models: Model
     pair_key = context.partition_key
     chosen = lifecycle.serving(models.store(), _source(context, pair_key), pair_key)
     metadata = {"serving": chosen.model, "reason": chosen.reason, "adapter_version": chosen.adapter_version or "none"}
-    if chosen.adapter_version is None or "not the latest" in chosen.reason:
+    if chosen.adapter_version is None or chosen.stale:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
     if chosen.model != "adapter":
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.batch import latest_metadata, latest_source
+from assets.batch import latest_metadata, required_source
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features
 from assets.partitions import PAIRS, pair_partitions
 from cyber_pipelines.backtest.evaluation import TRAIN_DAYS
@@ -30,14 +30,6 @@ EMBEDDINGS_CODE_VERSION = "embeddings-1"
 ANALOG_CODE_VERSION = "analog-1"
 POOL = "vector_store"  # one process at a time holds the embedded shard (set to 1 on the instance)
 EMBEDDINGS_CHECK = "memory_complete"
-
-
-def _source(context: dg.AssetExecutionContext, upstream: dg.AssetKey, partition: str | None = None) -> str:
-    source = latest_source(context.instance, upstream, partition)
-    if source is None:
-        what = f"{upstream.to_user_string()}" + (f" for {partition}" if partition else "")
-        raise dg.Failure(f"no {what} materialization with a source: materialize it first")
-    return source
 
 
 def _windows(store: TableStore, source: str, pair_key: str) -> pl.DataFrame:
@@ -74,7 +66,7 @@ def pattern_windows(
     from cyber_pipelines.patterns.windows import build_windows, window_dim, window_matrix
 
     pair_key = context.partition_key
-    source = _source(context, pair_features.key, pair_key)
+    source = required_source(context, pair_features.key, pair_key)
     store = storage.store()
     pair = key_to_pair(pair_key)
     try:
@@ -155,7 +147,7 @@ def pattern_encoder(
     from cyber_pipelines.patterns.skill import compare_representations
     from cyber_pipelines.patterns.windows import BAR, epoch_seconds, window_matrix
 
-    source = _source(context, pattern_windows.key)
+    source = required_source(context, pattern_windows.key)
     store = storage.store()
     keys = [
         k for k in sorted(context.instance.get_dynamic_partitions(PAIRS)) if store.exists(source, "pattern_windows", k)
@@ -328,7 +320,7 @@ def pattern_embeddings(
 
     pair_key = context.partition_key
     pair = key_to_pair(pair_key)
-    source = _source(context, pattern_windows.key, pair_key)
+    source = required_source(context, pattern_windows.key, pair_key)
     store = storage.store()
     windows = _windows(store, source, pair_key)
     model, config, version = _load_encoder(models, source)
@@ -419,7 +411,7 @@ def analog_forecasts(
         raise dg.Failure(f"horizon_hours must be one of {HORIZONS}, got {config.horizon_hours}")
     pair_key = context.partition_key
     pair = key_to_pair(pair_key)
-    source = _source(context, pattern_windows.key, pair_key)
+    source = required_source(context, pattern_windows.key, pair_key)
     store = storage.store()
     model, _, version = _load_encoder(models, source)
     keys = sorted(context.instance.get_dynamic_partitions(PAIRS))

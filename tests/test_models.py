@@ -240,5 +240,9 @@ def test_the_model_store_works_on_object_storage_through_fsspec(trained: tuple[F
                 "promotion": {"serves": [], "reason": "kept the base"}})  # fmt: skip
     found = lifecycle.status(store, "synthetic")
     assert [(r["pair"], r["model"], r["adapter_version"]) for r in found["pairs"]] == [("BTC/USD", "base", "run-2")]
+    assert not found["pairs"][0]["stale"]
+    lifecycle.save_base(store, "synthetic", "run-3", base, {"periods": ctx["when"].as_dict()}, samples)
+    chosen = lifecycle.serving(store, "synthetic", "BTC-USD")  # the adapter of run-1's base: the base serves
+    assert chosen.stale and chosen.model == "base" and "trained on base run-1, not the latest" in chosen.reason
     with pytest.raises(FileNotFoundError, match="no model"):
         store.load("nothing-here")

@@ -185,7 +185,7 @@ def verify(tensors: dict[str, torch.Tensor], config: dict[str, Any], base: Forec
         if base is None:
             model: torch.nn.Module = load_forecaster(tensors, config["architecture"])
         else:
-            server = lora.AdapterServer(copy.deepcopy(base))  # adding an adapter changes the module it wraps
+            server = lora.AdapterServer(load_forecaster_copy(base))  # adding an adapter changes the module it wraps
             server.add("probe", tensors, config["lora"])
             model = server.model  # type: ignore[assignment]
         row = np.asarray([config["probe"]["input"]], dtype=np.float32)
@@ -214,6 +214,7 @@ class Serving:
     adapter_version: str | None
     reason: str
     decision: dict[str, Any] | None = None  # the promotion decision of the pair's latest adapter
+    stale: bool = False  # the pair's latest adapter was trained on another base than the latest
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,7 +232,7 @@ def serving(store: ModelStore, source: str, pair_key: str) -> Serving:
     decision = config.get("promotion") or {}
     if config.get("base_version") != base_version:
         reason = f"its adapter {adapter_version} was trained on base {config.get('base_version')}, not the latest"
-        return Serving(pair_key, "base", base_version, adapter_version, reason, decision)
+        return Serving(pair_key, "base", base_version, adapter_version, reason, decision, stale=True)
     if not decision.get("serves"):
         return Serving(pair_key, "base", base_version, adapter_version, str(decision.get("reason")), decision)
     return Serving(pair_key, "adapter", base_version, adapter_version, str(decision.get("reason")), decision)
