@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.automation import VSM_ALLOWS
 from assets.batch import latest_source
 from assets.features import DEPS_UPDATED_AND_CHECKED, pair_features, png_markdown
 from assets.models import lora_forecasts
@@ -37,10 +38,16 @@ from cyber_pipelines.backtest.significance import N_BOOT
 from cyber_pipelines.backtest.store import has_pair, load_pair, save_comparison, save_pair
 from cyber_pipelines.backtest.strategies import ANALOG_COLUMN, LORA_COLUMN
 from cyber_pipelines.keys import key_to_pair
-from cyber_pipelines.resources import StorageResource
+from cyber_pipelines.resources import StorageResource, VsmResource
+from cyber_pipelines.vsm.system import ledger_size
 
 BACKTESTS_CODE_VERSION = "backtests-5"  # 4: analog_knn where the pair has analog forecasts; 5: lora likewise
-COMPARISON_CODE_VERSION = "comparison-4"  # 4: pairs with another strategy set are left out, said so
+COMPARISON_CODE_VERSION = "comparison-4"
+NIGHTLY_CRON = "0 3 * * *"  # after the 02:00 ingest schedules
+# New checked features (eager), and nightly: a backtest whose inputs all updated since 03:00 runs then.
+BACKTEST_AUTOMATION = (
+    DEPS_UPDATED_AND_CHECKED | (dg.AutomationCondition.on_cron(NIGHTLY_CRON, "UTC") & VSM_ALLOWS)
+).with_label("eager_or_nightly")  # 4: pairs with another strategy set are left out, said so
 
 
 class BacktestRunConfig(dg.Config):
@@ -54,8 +61,11 @@ class BacktestRunConfig(dg.Config):
     stop_loss: float | None = Field(
         default=None, gt=0, lt=1, description="exit when price moves this fraction against the position"
     )
-    size_multiplier: float = Field(
-        default=1.0, gt=0, le=1, description="probation position size: 1, 0.5 (P&L <= -5%) or 0.25 (<= -10%)"
+    size_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="position size; empty: the VSM P&L ledger's (1, 0.5 at P&L <= -5%, 0.25 at <= -10%; 1 before it)",
     )
     train_days: int = Field(
         default=TRAIN_DAYS,
@@ -84,7 +94,7 @@ class ComparisonConfig(dg.Config):
     group_name="backtests",
     kinds={"polars", "numpy"},
     code_version=BACKTESTS_CODE_VERSION,
-    automation_condition=DEPS_UPDATED_AND_CHECKED,
+    automation_condition=BACKTEST_AUTOMATION,
     description=(
         "One pair's strategies fitted walk-forward (train_days of history, then test_days out of sample, "
         "rolled) and judged out of sample: rule_of_three (TA only, the baseline), cross_moat (TA + GitHub/moat "
@@ -100,9 +110,13 @@ class ComparisonConfig(dg.Config):
     ),
 )
 def backtest_results(
-    context: dg.AssetExecutionContext, config: BacktestRunConfig, storage: StorageResource
+    context: dg.AssetExecutionContext, config: BacktestRunConfig, storage: StorageResource, vsm: VsmResource
 ) -> dg.MaterializeResult:
     pair_key = context.partition_key
+    if config.size_multiplier is None:
+        size, size_reason = ledger_size(vsm.log(), pair_key)
+    else:
+        size, size_reason = config.size_multiplier, "set in the run config"
     source = latest_source(context.instance, pair_features.key, pair_key)
     if source is None:
         raise dg.Failure(f"no pair_features materialization with a source for {pair_key}: materialize it first")
@@ -133,7 +147,7 @@ def backtest_results(
             fill=config.fill,
             allow_short=config.allow_short,
             stop_loss=config.stop_loss,
-            size_multiplier=config.size_multiplier,
+            size_multiplier=size,
             calendar="24/7",  # crypto trades around the clock: a missing hour is a bar without a return
         )
         result = evaluate_pair(
@@ -167,6 +181,8 @@ def backtest_results(
             "baseline": BASELINE,
             "fill": config.fill if config.fill == "next_open" else f"close ({OPTIMISTIC_FILL})",
             "walk_forward": f"train {config.train_days} days, test {config.test_days} days, rolled",
+            "size_multiplier": size,
+            "size_reason": size_reason,
             "analog_knn": "included (analog_forecasts)" if analog else "left out: no analog_forecasts for this pair",
             "lora": "included (lora_forecasts)" if lora else "left out: no lora_forecasts for this pair",
             "oos_bars": result.curves.height,

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.automation import VSM_ALLOWS
 from assets.batch import blocking_check_specs, latest_metadata
 from assets.github import github_activity
 from assets.market import latest_pair_source, ohlcv_candles
@@ -49,7 +50,8 @@ DEPS_UPDATED_AND_CHECKED = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
     & NO_FAILED_UPSTREAM_CHECK
-).with_label("deps_updated_and_no_blocking_check_failed")
+    & VSM_ALLOWS
+).with_label("deps_updated_checked_and_allowed_by_vsm")
 
 PER_PAIR_DEPS = [
     dg.AssetDep(

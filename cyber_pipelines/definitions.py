@@ -33,24 +33,42 @@ from assets.models import (
     pair_adapter_valid,
 )
 from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
+from assets.vsm import pnl_ledger
 from cyber_pipelines.resources import (
     GitHubResource,
     MarketDataResource,
     ModelStoreResource,
     StorageResource,
     VectorStoreResource,
+    VsmResource,
 )
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
 from sensors.partitions import config_partitions_sensor
 from sensors.schedules import nightly_schedules
+from sensors.vsm import vsm_assets, vsm_sensors
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "automation",
-    target=dg.AssetSelection.all(),
+# Two explicit automation sensors (on by default), evaluated on the code server: the VSM gate (VsmAllows)
+# is Python that reads the VSM event log. Data: features and the pattern and model layers follow new,
+# checked upstream data. Research: backtests (also nightly), the comparison and the VSM ledger.
+RESEARCH_GROUPS = ("backtests", "vsm")
+automation_data_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_data",
+    target=dg.AssetSelection.all() - dg.AssetSelection.groups(*RESEARCH_GROUPS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Declarative automation: features, lead-lag and backtests follow new, checked upstream data.",
+    use_user_code_server=True,
+    description="Declarative automation of the data layers: features, lead-lag, patterns and models follow new, "
+    "checked upstream data, except for pairs the VSM has stopped (hibernated, breaker open).",
+)
+automation_research_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_research",
+    target=dg.AssetSelection.groups(*RESEARCH_GROUPS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    use_user_code_server=True,
+    description="Declarative automation of backtests (after new features, and nightly), the strategy comparison and "
+    "the P&L ledger, except for pairs the VSM has stopped.",
 )
 
 defs = dg.Definitions(
@@ -70,6 +88,8 @@ defs = dg.Definitions(
         lora_forecasts,
         backtest_results,
         strategy_comparison,
+        pnl_ledger,
+        *vsm_assets,
     ],
     asset_checks=[base_forecaster_valid, pair_adapter_valid, pair_adapter_promotion],
     jobs=[
@@ -88,11 +108,19 @@ defs = dg.Definitions(
         comparison_job,
     ],
     schedules=nightly_schedules,
-    sensors=[config_partitions_sensor, landing_sensor, github_activity_sensor, automation_sensor],
+    sensors=[
+        config_partitions_sensor,
+        landing_sensor,
+        github_activity_sensor,
+        automation_data_sensor,
+        automation_research_sensor,
+        *vsm_sensors,
+    ],
     resources={
         "market": MarketDataResource(),
         "storage": StorageResource(),
         "models": ModelStoreResource(),
+        "vsm": VsmResource(),
         "vectors": VectorStoreResource(
             api_key=dg.EnvVar("QDRANT_API_KEY") if os.environ.get("QDRANT_API_KEY") else None
         ),

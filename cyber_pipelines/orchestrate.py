@@ -19,6 +19,7 @@ in SQLite), which is CPU work that a second core halves.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from cyber_pipelines.instance import PROJECT_ROOT, get_instance
 WORKSPACE_FILE = PROJECT_ROOT / "workspace.yaml"
 CODE_MODULE = "cyber_pipelines.definitions"
 LAUNCHED_BY = "cyber/launched_by"
+HOST = "cyber/host"
 IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the full logs stay in the UI
 POLL_S = 0.25
@@ -87,7 +89,7 @@ class RunSpec:
     partitions: int = 0  # partitions the run covers (for the counts)
 
     def tags(self) -> dict[str, str]:
-        tags = {LAUNCHED_BY: "cli"}
+        tags = {LAUNCHED_BY: "cli", HOST: socket.gethostname()}  # the VSM judges this machine's runs only
         if self.first is None:
             return tags
         last = self.last if self.last is not None else self.first

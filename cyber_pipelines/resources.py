@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from cyber_pipelines.market.exchange import ExchangeSettings
     from cyber_pipelines.models.store import ModelStore
     from cyber_pipelines.patterns.store import VectorStore
+    from cyber_pipelines.vsm.events import EventLog
+    from cyber_pipelines.vsm.policy import PolicyInForce
 
 
 @lru_cache(maxsize=4)
@@ -61,7 +63,7 @@ class VectorStoreResource(dg.ConfigurableResource):
     url: str = ""
     api_key: str | None = None  # wired to dg.EnvVar("QDRANT_API_KEY") when set; never logged
     m: int = 16
-    ef_construct: int = 100
+    ef_construct: int = 64
     hnsw_ef: int = 128
     quantization: str = "int8"
     oversampling: float = 4.0
@@ -73,20 +75,20 @@ class VectorStoreResource(dg.ConfigurableResource):
         return self.url or os.environ.get("QDRANT_URL", "")
 
     @staticmethod
-    def edge_path(root: Path, source: str) -> Path:
-        return Path(root) / source / "patterns" / "qdrant_edge"
+    def edge_path(root: Path, source: str, kind: str = "patterns") -> Path:
+        return Path(root) / source / kind / "qdrant_edge"
 
-    def location(self, root: Path, source: str) -> str:
+    def location(self, root: Path, source: str, kind: str = "patterns") -> str:
         """Where the points of ``source`` live, for metadata and messages (no credentials)."""
         url = self._url()
         if url == ":memory:":
-            return f"qdrant-client in memory, collection patterns_{source}"
+            return f"qdrant-client in memory, collection {kind}_{source}"
         if url:
-            return f"Qdrant server {url.split('@')[-1]}, collection patterns_{source}"
-        return f"Qdrant Edge shard {self.edge_path(root, source)}"
+            return f"Qdrant server {url.split('@')[-1]}, collection {kind}_{source}"
+        return f"Qdrant Edge shard {self.edge_path(root, source, kind)}"
 
     @contextmanager
-    def session(self, root: Path, source: str, dim: int) -> Iterator["VectorStore"]:
+    def session(self, root: Path, source: str, dim: int, kind: str = "patterns") -> Iterator["VectorStore"]:
         """The store of ``source``, opened for the duration of the block (the embedded shard is then
         released for the next process); the in-memory store lives as long as this resource."""
         from cyber_pipelines.patterns.store import ClientVectorStore, EdgeVectorStore, IndexSettings
@@ -100,19 +102,20 @@ class VectorStoreResource(dg.ConfigurableResource):
             indexing_threshold_kb=self.indexing_threshold_kb,
         )
         url = self._url()
+        collection = f"{kind}_{source}"
         if url == ":memory:":
-            key = (source, dim)
+            key = (collection, dim)
             if key not in self._memory:
-                self._memory[key] = ClientVectorStore(dim, collection=f"patterns_{source}", settings=settings)
+                self._memory[key] = ClientVectorStore(dim, collection=collection, settings=settings)
             yield self._memory[key]
             return
         store: VectorStore
         if url:
             store = ClientVectorStore(
-                dim, url=url, collection=f"patterns_{source}", settings=settings, api_key=self.api_key or None
+                dim, url=url, collection=collection, settings=settings, api_key=self.api_key or None
             )
         else:
-            store = EdgeVectorStore(self.edge_path(root, source), dim, settings)
+            store = EdgeVectorStore(self.edge_path(root, source, kind), dim, settings)
         try:
             yield store
         finally:
@@ -258,3 +261,26 @@ class GitHubResource(dg.ConfigurableResource):
 
         client, cache = self._github()
         return fetch_day_activity(client, repo, day, cache=cache)
+
+
+class VsmResource(dg.ConfigurableResource):
+    """The viable system's state: its event log (``url``, else ``CYBER_VSM_DB``, else SQLite under
+    ``<DAGSTER_HOME>/vsm``) and the policy in force (``policy``, else ``CYBER_POLICY``, else the packaged one)."""
+
+    url: str = ""
+    policy_path: str = ""
+
+    def log(self) -> "EventLog":
+        from cyber_pipelines.vsm.events import EventLog, default_url
+
+        return EventLog(self.url or default_url())
+
+    def folder(self) -> Path:
+        """Where the VSM keeps its files (the last good policy): ``<DAGSTER_HOME>/vsm``."""
+        home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+        return home / "vsm"
+
+    def policy(self) -> "PolicyInForce":
+        from cyber_pipelines.vsm.policy import PolicyKeeper
+
+        return PolicyKeeper(self.folder() / "policy.last_good.json", self.policy_path or None).current()

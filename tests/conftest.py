@@ -15,5 +15,7 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("CYBER_MARKET_SOURCE", raising=False)
     monkeypatch.delenv("CYBER_EXCHANGE_URL", raising=False)
-    monkeypatch.delenv("QDRANT_URL", raising=False)  # the embedded vector store unless a test names one
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("CYBER_VSM_DB", raising=False)  # the VSM event log under this test's DAGSTER_HOME
+    monkeypatch.delenv("CYBER_POLICY", raising=False)  # the embedded vector store unless a test names one
     return tmp_path

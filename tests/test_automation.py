@@ -15,7 +15,7 @@ import polars as pl
 from assets.market import ohlcv_candles
 from assets.partitions import pair_month_key
 from cyber_pipelines.definitions import defs
-from cyber_pipelines.resources import MarketDataResource, StorageResource
+from cyber_pipelines.resources import MarketDataResource, StorageResource, VsmResource
 
 APRIL, MAY = date(2024, 4, 1), date(2024, 5, 1)
 GAP_DAY = date(2024, 4, 18)
@@ -36,7 +36,11 @@ def ingest(instance: dg.DagsterInstance, pair_key: str, month: date, *, gap: boo
         [ohlcv_candles],
         instance=instance,
         partition_key=str(pair_month_key(pair_key, month)),
-        resources={"market": GappyMarket() if gap else MarketDataResource(), "storage": StorageResource()},
+        resources={
+            "market": GappyMarket() if gap else MarketDataResource(),
+            "storage": StorageResource(),
+            "vsm": VsmResource(),
+        },
         raise_on_error=False,
     )
 

@@ -18,7 +18,7 @@ from assets.partitions import month_days
 from cyber_pipelines.config import load_settings
 from cyber_pipelines.features.cross_source import repos_for_asset
 from cyber_pipelines.orchestrate import ingest_github, ingest_market, ingest_moat
-from cyber_pipelines.resources import MarketDataResource, StorageResource
+from cyber_pipelines.resources import MarketDataResource, StorageResource, VsmResource
 from sensors.schedules import nightly_github_schedule, nightly_market_schedule, nightly_moat_schedule
 
 MONTHS = [date(2024, 1, 1), date(2024, 2, 1)]  # the ingest grain: whole months
@@ -40,7 +40,7 @@ class Pipeline:
     comparison: dg.ExecuteInProcessResult
 
     def resources(self) -> dict[str, object]:
-        return {"storage": StorageResource(root=str(self.data)), "market": MarketDataResource()}
+        return {"storage": StorageResource(root=str(self.data)), "market": MarketDataResource(), "vsm": VsmResource()}
 
 
 def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         ]
         assert all(o.success for o in outcomes), [o.message for o in outcomes if not o.success]
         instance.add_dynamic_partitions("pairs", ["SOL-USD"])  # a pair without data or features
-        resources = {"storage": StorageResource(root=str(root / "data")), "market": MarketDataResource()}
+        resources = {"storage": StorageResource(root=str(root / "data")), "market": MarketDataResource(), "vsm": VsmResource()}
         results = {
             key: dg.materialize(
                 [pair_features, backtest_results],

@@ -33,7 +33,7 @@ from assets.partitions import month_days, pair_partitions
 from cyber_pipelines.models import lifecycle
 from cyber_pipelines.models.store import ModelStore
 from cyber_pipelines.orchestrate import ingest_market
-from cyber_pipelines.resources import MarketDataResource, ModelStoreResource, StorageResource
+from cyber_pipelines.resources import MarketDataResource, ModelStoreResource, StorageResource, VsmResource
 
 MONTHS = [date(2024, m, 1) for m in range(1, 8)]
 PAIRS = ["BTC-USD", "ETH-USD", "SOL-USD"]
@@ -81,6 +81,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
         assert all(o.success for o in outcomes), [o.message for o in outcomes if not o.success]
         resources = {
             "storage": StorageResource(root=str(root / "data")),
+            "vsm": VsmResource(),
             "market": MarketDataResource(),
             "models": ModelStoreResource(root=str(root / "data" / "models")),
         }

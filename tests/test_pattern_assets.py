@@ -26,7 +26,13 @@ from cyber_pipelines.orchestrate import ingest_github, ingest_market, ingest_moa
 from cyber_pipelines.patterns.encoder import embed, encoder_name, load_encoder
 from cyber_pipelines.patterns.store import EdgeVectorStore
 from cyber_pipelines.patterns.windows import window_matrix
-from cyber_pipelines.resources import MarketDataResource, ModelStoreResource, StorageResource, VectorStoreResource
+from cyber_pipelines.resources import (
+    MarketDataResource,
+    ModelStoreResource,
+    StorageResource,
+    VectorStoreResource,
+    VsmResource,
+)
 
 MONTHS = [date(2024, 1, 1), date(2024, 2, 1)]
 PAIRS = ["BTC-USD", "ETH-USD"]
@@ -76,6 +82,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         assert all(o.success for o in outcomes), [o.message for o in outcomes if not o.success]
         resources = {
             "storage": StorageResource(root=str(root / "data")),
+            "vsm": VsmResource(),
             "market": MarketDataResource(),
             "models": ModelStoreResource(root=str(root / "data" / "models")),  # where the CLI looks
             "vectors": VectorStoreResource(),

@@ -228,6 +228,26 @@ def test_read_curve_from_the_table_store(tmp_path: Path) -> None:
         read_curve(store, "synthetic", "BTC-USD", "nope")
 
 
+def test_read_curve_undoes_the_probation_size_the_backtest_ran_at(tmp_path: Path) -> None:
+    """A backtest at size 0.5 lost half as much: the ledger judges the strategy at full size."""
+    import json
+
+    from cyber_pipelines.backtest.store import EQUITY_TABLE
+
+    store = TableStore(tmp_path)
+    full = ending_at(-0.08)
+    returns = full[STRATEGY].pct_change().fill_null(0.0)
+    halved = full.with_columns(((1 + returns / 2).cum_prod() * full[STRATEGY][0]).alias(STRATEGY))
+    store.write(halved, "synthetic", EQUITY_TABLE, "BTC-USD")
+    path = store.path("synthetic", "backtests", "BTC-USD").with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": {"size_multiplier": 0.5}}))
+    curve = read_curve(store, "synthetic", "BTC-USD", STRATEGY)
+    assert curve is not None
+    assert curve[STRATEGY][-1] / curve[STRATEGY][0] - 1 == pytest.approx(-0.08, abs=1e-9)
+    assert ledger_entry("BTC-USD", curve, None, POLICY.ledger).level == 1  # at size 0.5 it read about -4%
+
+
 # -- pain ---------------------------------------------------------------------------------------------
 
 

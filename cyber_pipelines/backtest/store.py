@@ -102,6 +102,15 @@ def has_pair(store: TableStore, source: str, pair_key: str) -> bool:
     return _json_path(store, source, pair_key).exists() and store.exists(source, EQUITY_TABLE, pair_key)
 
 
+def stored_size_multiplier(store: TableStore, source: str, pair_key: str) -> float | None:
+    """The position size the pair's stored backtest ran at (None: no stored backtest)."""
+    path = _json_path(store, source, pair_key)
+    if not path.exists():
+        return None
+    with open(path) as fh:
+        return float(json.load(fh)["config"]["size_multiplier"])
+
+
 def load_pair(store: TableStore, source: str, pair_key: str) -> PairEvaluation:
     """Read what ``save_pair`` wrote (``FileNotFoundError`` naming the missing file)."""
     path = _json_path(store, source, pair_key)

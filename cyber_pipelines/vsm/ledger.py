@@ -66,15 +66,24 @@ def equity_curve(timestamps: list[datetime], equity: list[float], strategy: str)
 
 
 def read_curve(store: TableStore, source: str, pair: str, strategy: str) -> pl.DataFrame | None:
-    """The pair's stored out-of-sample curve of ``strategy``; None when the pair has not been backtested."""
-    from cyber_pipelines.backtest.store import EQUITY_TABLE  # lazy: the backtest package is heavy
+    """The pair's stored out-of-sample curve of ``strategy`` at full size; None when it has not been backtested.
+
+    A backtest run at a probation size (its config's ``size_multiplier`` s) has bar returns s times the
+    full-size ones (positions and proportional costs both scale with s), so the ledger divides them by s:
+    it judges the strategy, not the size the ledger itself imposed (else probation would lift itself).
+    """
+    from cyber_pipelines.backtest.store import EQUITY_TABLE, stored_size_multiplier  # lazy: heavy package
 
     if not store.exists(source, EQUITY_TABLE, pair):
         return None
     curves = store.read(source, EQUITY_TABLE, pair)
     if strategy not in curves.columns:
         raise ValueError(f"equity curves of {pair} have no column for strategy {strategy!r}: {curves.columns}")
-    return curves.select("timestamp", strategy)
+    size = stored_size_multiplier(store, source, pair) or 1.0
+    if size == 1.0:
+        return curves.select("timestamp", strategy)
+    full = (1 + pl.col(strategy).pct_change().fill_null(0.0) / size).cum_prod() * pl.col(strategy).first()
+    return curves.select("timestamp", full.alias(strategy))
 
 
 def _level(pnl: float, previous: int, policy: LedgerPolicy) -> int:
