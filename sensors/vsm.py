@@ -11,7 +11,6 @@ All run by default: they only read the instance and write the VSM's own log (no 
 The decisions are plain Python in ``cyber_pipelines.vsm``; this module reads the instance and records.
 """
 
-
 import re
 import socket
 import time
@@ -283,6 +282,26 @@ def stale_hours(instance: dg.DagsterInstance, pairs: Sequence[str], now: datetim
     return out
 
 
+def observation_events(instance: dg.DagsterInstance, log: EventLog, seen: Observations, now: datetime) -> list[Event]:
+    """``staleness`` events when a pair's data becomes overdue (or fresh again) and a ``queue`` event when
+    the number of queued runs changes: the inputs of the staleness and overload patterns."""
+    events = []
+    last_stale = log.latest("staleness")
+    for pair, hours in seen.stale_hours.items():
+        periods = 0 if hours is None else int(hours)  # hourly candles: one period per hour
+        before = last_stale.get(pair)
+        was = int(before.data.get("periods_overdue", 0)) if before is not None else 0
+        if (periods > 0) != (was > 0):
+            reason = f"{pair}: candles {periods} hour(s) overdue" if periods else f"{pair}: candles fresh again"
+            data = {"periods_overdue": periods, "period_seconds": 3600}
+            events.append(Event("staleness", "stale" if periods else "fresh", reason, now, pair, data))
+    queued = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    last_queue = log.latest("queue").get(None)
+    if (last_queue.data.get("queued") if last_queue is not None else 0) != queued:
+        events.append(Event("queue", str(queued), f"{queued} run(s) queued", now, None, {"queued": queued}))
+    return events
+
+
 def algedonic_tick(
     instance: dg.DagsterInstance,
     log: EventLog,
@@ -305,8 +324,9 @@ def algedonic_tick(
         events=events,
         stale_hours=stale_hours(instance, pairs, moment) if with_staleness else {},
     )
+    observed = observation_events(instance, log, seen, moment)
     result = evaluate(state, seen, policy)
-    stored = log.extend(result.events) if result.events else []
+    stored = log.extend([*observed, *result.events]) if observed or result.events else []
     trips = [e for e in stored if e.kind == "breaker" and e.decision == "open"]
     if trips and vectors is not None:
         remember_incidents(trips, events, vectors, root)
@@ -316,17 +336,14 @@ def algedonic_tick(
 def remember_incidents(
     trips: Sequence[Event], events: Sequence[Event], vectors: VectorStoreResource, root: str | None
 ) -> None:
-    from cyber_pipelines.vsm.incidents import Incident, IncidentMemory, incident_vector
+    """Each trip into the incident memory with the embedding of its pair's (or, for the system, all) events."""
+    from cyber_pipelines.vsm.incidents import IncidentMemory, incident_of
 
     with vectors.session(_root(root), "vsm", INCIDENT_DIM, kind="incidents") as store:
         memory = IncidentMemory(store)
         for trip in trips:
-            window_events = [e for e in events if e.pair in (trip.pair, None) or trip.pair is None]
-            vector = incident_vector(window_events, trip.at, dim=INCIDENT_DIM)
-            kinds: dict[str, int] = {}
-            for e in window_events:
-                kinds[e.kind] = kinds.get(e.kind, 0) + 1
-            memory.remember(Incident.from_trip(trip, kinds), vector)
+            related = [e for e in events if trip.pair is None or e.pair in (trip.pair, None)]
+            memory.remember(*incident_of(trip, related, dim=INCIDENT_DIM))
 
 
 def _root(root: str | None) -> Any:

@@ -166,10 +166,17 @@ def policy_path(path: str | os.PathLike[str] | None = None) -> Path:
 def parse_policy(raw: object, origin: str) -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"invalid policy {origin}: expected a mapping of settings, got {type(raw).__name__}")
+    from cyber_pipelines.vsm.temporal import validate_rules  # the patterns know their parameters
+
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(f"invalid policy {origin}: {_first_error(exc)}") from None
+    try:
+        validate_rules(policy.temporal)
+    except ValueError as exc:
+        raise PolicyError(f"invalid policy {origin}: {exc}") from None
+    return policy
 
 
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:

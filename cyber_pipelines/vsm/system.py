@@ -107,12 +107,13 @@ class Evaluation:
 
 
 def window(policy: Policy) -> timedelta:
-    """How much of the log a tick reads: the longest window any rule or the pain needs."""
+    """How much of the log a tick reads: twice the longest window any rule or the pain needs (silence
+    counts from a pair's first event in it)."""
     minutes = [policy.pain.window_minutes]
     for rule in policy.temporal.values():
         extra = rule.model_extra or {}
         minutes += [float(extra.get("minutes", 0)), 60 * float(extra.get("hours", 0))]
-    return timedelta(minutes=max(minutes))
+    return timedelta(minutes=2 * max(minutes))
 
 
 def _counts(
