@@ -77,9 +77,13 @@ def test_the_policy_names_exactly_the_known_patterns() -> None:
 
 
 def test_an_unknown_rule_name_is_refused_with_its_name_and_the_known_ones() -> None:
-    bad = policy_with(failure_burst={"count": 3, "minutes": 5}, failure_bursts={"count": 3, "minutes": 5})
+    """Refused when the policy loads (a bad edit never comes into force), and by detect for rules made in code."""
+    rules = {"failure_burst": {"count": 3, "minutes": 5}, "failure_bursts": {"count": 3, "minutes": 5}}
     with pytest.raises(ValueError, match="unknown temporal rule 'failure_bursts'; known rules: failure_burst, "):
-        detect([], NOW, bad)
+        policy_with(**rules)
+    made = {name: TemporalRule.model_validate(params) for name, params in rules.items()}
+    with pytest.raises(ValueError, match="unknown temporal rule 'failure_bursts'; known rules: failure_burst, "):
+        detect([], NOW, made)
 
 
 @pytest.mark.parametrize(
