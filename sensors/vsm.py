@@ -84,6 +84,8 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     """The root error of a failed run: its first step failure, else the run failure's message."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         error = entry.dagster_event.step_failure_data.error if entry.dagster_event else None
+        while error is not None and error.cause is not None:  # past Dagster's "Error occurred while executing"
+            error = error.cause
         if error is not None:
             return error.message
     failures = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
@@ -316,7 +318,7 @@ def algedonic_tick(
     and remembers each trip as an incident."""
     moment = utc(now)
     pairs = active_pairs(instance)
-    state = current_state(log, pairs, moment)
+    state = current_state(log, pairs)
     events = log.query(since=moment - window(policy))
     seen = Observations(
         now=moment,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cyber_pipelines.vsm.breaker import Breaker, step
@@ -57,21 +57,24 @@ class State:
         return out
 
 
-def closed_breaker(at: datetime) -> Breaker:
-    return Breaker(state="closed", since=at, reason="no trip recorded")
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def current_state(log: EventLog, pairs: Sequence[str], now: datetime | None = None) -> State:
+def closed_breaker() -> Breaker:
+    """A breaker that never tripped (closed since forever: every failure in the pain window counts)."""
+    return Breaker(state="closed", since=NEVER, reason="no trip recorded")
+
+
+def current_state(log: EventLog, pairs: Sequence[str]) -> State:
     """Fold the latest ``breaker``, ``pair_state`` and ``pain`` events into each pair's view."""
-    moment = utc(now)
     breakers = {pair: Breaker.from_json(e.data) for pair, e in log.latest("breaker").items()}
     ledgers = {pair: LedgerEntry.from_json(e.data) for pair, e in log.latest("pair_state").items() if pair}
     pains = {pair: float(e.data["score"]) for pair, e in log.latest("pain").items()}
     views = {
-        key: PairView(key, ledgers.get(key), breakers.get(key) or closed_breaker(moment), pains.get(key))
+        key: PairView(key, ledgers.get(key), breakers.get(key) or closed_breaker(), pains.get(key))
         for key in sorted(set(pairs) | set(ledgers) | {k for k in breakers if k is not None})
     }
-    return State(views, breakers.get(SYSTEM) or closed_breaker(moment), pains.get(SYSTEM))
+    return State(views, breakers.get(SYSTEM) or closed_breaker(), pains.get(SYSTEM))
 
 
 def ledger_size(log: EventLog, pair_key: str) -> tuple[float, str]:
@@ -163,7 +166,7 @@ def evaluate(state: State, seen: Observations, policy: Policy) -> Evaluation:
     keys: list[str | None] = [SYSTEM, *seen.active_pairs]
     for key in keys:
         view = state.pairs.get(key) if key is not None else None
-        before = state.system if key is None else (view.breaker if view is not None else closed_breaker(now))
+        before = state.system if key is None else (view.breaker if view is not None else closed_breaker())
         rule = tripping.get(key)
         after = step(
             before,
