@@ -1266,6 +1266,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_status.set_defaults(func=cmd_models_status)
 
+    from cyber_pipelines.vsm_cli import add_vsm_parser  # here: it imports this module
+
+    add_vsm_parser(sub, common, reports)
+
     ui = sub.add_parser("ui", parents=[common], help="serve the Dagster UI (dagster dev) over an instance")
     ui.add_argument("--home", type=Path, default=None, help="a home made by `demo` (default: DAGSTER_HOME and ./data)")
     ui.add_argument("--port", type=int, default=DEFAULT_PORT)
