@@ -46,7 +46,7 @@ def _observed(check: str, summary: pl.DataFrame) -> dict[str, float]:
     group_name="market",
     kinds={"polars", "parquet", "ccxt"},
     code_version=OHLCV_CODE_VERSION,
-    pool="market_ingest",
+    pool="exchange",  # the exchange API (ccxt); synthetic and landing runs share the pool
     description=(
         "Hourly OHLCV candles of one trading pair for one calendar month (the open month up to yesterday), "
         "from the configured source (synthetic simulator, ccxt exchange, or files dropped in the landing "

@@ -44,7 +44,9 @@ from cyber_pipelines.resources import (
 )
 from sensors.github import github_activity_sensor
 from sensors.landing import landing_sensor
+from sensors.market import market_candles_sensor
 from sensors.partitions import config_partitions_sensor
+from sensors.prospecting import prospecting_sensor
 from sensors.schedules import nightly_schedules
 from sensors.vsm import vsm_assets, vsm_sensors
 
@@ -112,6 +114,8 @@ defs = dg.Definitions(
         config_partitions_sensor,
         landing_sensor,
         github_activity_sensor,
+        market_candles_sensor,
+        prospecting_sensor,
         automation_data_sensor,
         automation_research_sensor,
         *vsm_sensors,
