@@ -277,6 +277,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
             "matrix_mb": round(unit.nbytes / 2**20, 1),
         }
     settings = IndexSettings(quantization=job.get("quantization", "int8"))
+    if job.get("ef_construct"):
+        settings = replace(settings, ef_construct=job["ef_construct"])
     if engine == "edge":
         path = Path(job["path"])
         store: VectorStore = EdgeVectorStore(path, job["dim"], settings)
@@ -298,6 +300,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     del data
     result: dict[str, Any] = {
         "quantization": settings.quantization if engine == "edge" else "ignored (local mode)",
+        "ef_construct": settings.ef_construct,
         "count": store.count(),
         "upsert_per_s": round(n / upsert_s, 1),
         "optimize_s": round(optimize_s, 2),
@@ -331,7 +334,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
-    spec = Path(job["workdir"]) / f"job-{job['engine']}-{job.get('quantization', '')}-{job['n']}.json"
+    name = f"job-{job['engine']}-{job.get('quantization', '')}-{job.get('ef_construct', '')}-{job['n']}.json"
+    spec = Path(job["workdir"]) / name
     spec.write_text(json.dumps(job))
     done = subprocess.run(
         [sys.executable, __file__, "--worker", str(spec)], stdout=subprocess.PIPE, text=True, check=False
@@ -371,6 +375,13 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         edge[quantization] = run_worker({**job, "engine": "edge", "quantization": quantization, "path": str(path)})
         if quantization != "int8":
             shutil.rmtree(path, ignore_errors=True)
+    if args.compare_ef_construct:  # the graph-build setting trades ingest time against recall: int8 built so too
+        name = f"int8_ef{args.compare_ef_construct}"
+        log(f"n={n}: edge {name}")
+        path = workdir / f"edge-{name}-{n}"
+        variant = {"engine": "edge", "quantization": "int8", "path": str(path)}
+        edge[name] = run_worker({**job, **variant, "ef_construct": args.compare_ef_construct})
+        shutil.rmtree(path, ignore_errors=True)
     log(f"n={n}: restart check in a new process")
     path = workdir / f"edge-int8-{n}"
     reopened = run_worker({**job, "engine": "reopen", "path": str(path)})
@@ -438,6 +449,9 @@ def main() -> None:
     parser.add_argument("--client-max", type=int, default=100_000, help="largest size qdrant-client local mode runs at")
     parser.add_argument("--client-queries", type=int, default=30, help="queries for local mode (slow: brute force)")
     parser.add_argument("--numpy-queries", type=int, default=200, help="single queries timed for exact numpy")
+    parser.add_argument(
+        "--compare-ef-construct", type=int, default=64, help="also build int8 with this ef_construct (0: skip)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the Edge folders go (default: a temp folder)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -63,7 +63,7 @@ class VectorStoreResource(dg.ConfigurableResource):
     url: str = ""
     api_key: str | None = None  # wired to dg.EnvVar("QDRANT_API_KEY") when set; never logged
     m: int = 16
-    ef_construct: int = 64
+    ef_construct: int = 100
     hnsw_ef: int = 128
     quantization: str = "int8"
     oversampling: float = 4.0
