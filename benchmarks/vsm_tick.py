@@ -3,7 +3,7 @@
 The instance gets 100 pair partitions (``P000-USD``, ...) and the event log 10,000 events spread over the
 last day: run successes and failures across the pairs (about 1 in 25 runs fails), check results, the
 pains, temporal matches and breaker cycles (open, half-open, closed) those would have caused, and ledger
-entries. Then several ticks run, each as the daemon's sensors would (``cyber_pipelines.vsm_cli.tick``:
+entries. Then several ticks run, each as the daemon's sensors would (``sensors.vsm.vsm_tick``:
 policy, ended runs, checks, zombies, the algedonic channel with incident memory, the ledger), called as
 functions; the first also records the pains and ledger entries the seeded log lacks. The instance has
 no runs and no materializations: the steps that read it query empty tables.
@@ -90,7 +90,7 @@ def measure(url: str, pairs: list[str], events: int, ticks: int, seed: int) -> d
     from cyber_pipelines.instance import get_instance
     from cyber_pipelines.resources import VsmResource
     from cyber_pipelines.vsm.events import EventLog, utc
-    from cyber_pipelines.vsm_cli import tick
+    from sensors.vsm import vsm_tick
 
     os.environ["CYBER_VSM_DB"] = url
     log = EventLog(url)
@@ -102,14 +102,12 @@ def measure(url: str, pairs: list[str], events: int, ticks: int, seed: int) -> d
     instance, vsm = get_instance(), VsmResource()
     times: list[float] = []
     first: dict[str, int] = {}
-    warnings: list[str] = []
     for n in range(ticks):
         started = time.perf_counter()
         log = vsm.log()
-        outcome = tick(instance, vsm, log)
+        outcome = vsm_tick(instance, vsm, log)
         times.append(time.perf_counter() - started)
         log.close()
-        warnings += [w for w in outcome.warnings if w not in warnings]
         if n == 0:
             first = dict(Counter(e.kind for e in outcome.recorded))
     after = EventLog(url)
@@ -127,7 +125,6 @@ def measure(url: str, pairs: list[str], events: int, ticks: int, seed: int) -> d
         "meets_target": max(times) < TARGET_S,
         "first_tick_recorded": first,
         "events_after": total,
-        "warnings": warnings,
     }
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import uuid
 from collections import Counter
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +28,6 @@ if TYPE_CHECKING:
     from cyber_pipelines.vsm.events import Event, EventLog
     from cyber_pipelines.vsm.policy import PolicyInForce
 
-RUN_KINDS = ("run_failure", "run_success")
-RUN_OVERLAP = timedelta(minutes=10)  # runs re-read before the newest run event (the log records each run once)
-FIRST_RUNS = timedelta(days=1)  # how far back a log without run events reads
 SHOWN_KINDS = ("policy", "zombie", "temporal", "breaker", "pair_state")  # a tick prints these events one by one
 HOME_HELP = "a home made by `demo` (default: DAGSTER_HOME and CYBER_DATA_DIR)"
 
@@ -160,52 +155,13 @@ def cmd_vsm_status(args: argparse.Namespace) -> int:
 
 
 # -- tick ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TickOutcome:
-    steps: dict[str, list[Event]]  # the events each step recorded, in the order the steps ran
-    current: PolicyInForce
-    warnings: list[str]  # steps that could not read the instance (the others still ran)
-
-    @property
-    def recorded(self) -> list[Event]:
-        return [e for events in self.steps.values() for e in events]
-
-
-def tick(instance: dg.DagsterInstance, vsm: VsmResource, log: EventLog) -> TickOutcome:
-    """The VSM sensors once, as the daemon runs them: policy, ended runs, check evaluations, zombies, the
-    algedonic channel (pain, patterns, breakers, incidents), then the P&L ledger."""
-    from assets.vsm import update_ledger
-    from cyber_pipelines.resources import StorageResource, VectorStoreResource
-    from cyber_pipelines.vsm.events import utc
-    from sensors.vsm import algedonic_tick, check_cursor, check_events, finished_run_events, policy_events, reap_zombies
-
-    policy_event, current = policy_events(log, vsm)
-    policy = current.policy
-    newest = max((e.at for kind in RUN_KINDS for e in log.latest(kind).values()), default=None)
-    since = newest - RUN_OVERLAP if newest is not None else utc() - FIRST_RUNS
-    runs = log.extend(finished_run_events(instance, since))
-    warnings = []
-    try:
-        checks, _ = check_events(instance, check_cursor(log))
-    except Exception as exc:  # Dagster's run-sharded SQLite refuses an id cursor (see the report of issue 12)
-        checks = []
-        warnings.append(f"check evaluations not read: {' '.join(str(exc).split())}")
-    steps = {
-        "policy": [policy_event] if policy_event is not None else [],
-        "runs": runs,
-        "checks": log.extend(checks) if checks else [],
-        "zombies": reap_zombies(instance, log, policy),
-    }
-    steps["algedonic"] = algedonic_tick(instance, log, policy, vectors=VectorStoreResource(), root=None).stored
-    steps["ledger"] = update_ledger(instance, StorageResource(), log, policy.ledger, utc())[1]
-    return TickOutcome(steps, current, warnings)
-
-
 def cmd_vsm_tick(args: argparse.Namespace) -> int:
     """Evaluate the VSM sensors once and print what was recorded, then the status."""
     instance, vsm, log = _open(args)
     _policy(vsm)  # a policy that cannot be read at all fails here, in one line
-    outcome = tick(instance, vsm, log)
+    from sensors.vsm import vsm_tick
+
+    outcome = vsm_tick(instance, vsm, log)
     recorded = outcome.recorded
     counts = dict(Counter(e.kind for e in recorded))
     trips = [e for e in recorded if _incident(e)]
@@ -222,8 +178,6 @@ def cmd_vsm_tick(args: argparse.Namespace) -> int:
             "status": data,
         },
     )
-    for warning in outcome.warnings:
-        report.warn(warning)
     summary = ", ".join(f"{kind} {n}" for kind, n in counts.items())
     report.line(f"tick recorded {len(recorded)} event(s)" + (f": {summary}" if summary else " (nothing changed)"))
     for event in recorded:

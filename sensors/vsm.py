@@ -72,9 +72,15 @@ def pair_of_tags(tags: dict[str, str]) -> str | None:
     return None
 
 
+ZOMBIE_PREFIX = "zombie run: "
+
+
 def run_event(run: dg.DagsterRun, kind: str, reason: str, data: dict[str, Any], at: datetime) -> Event:
-    """The event of a run's end (recorded once per run and kind, whoever sees it first)."""
+    """The event of a run's end (recorded once per run and kind, whoever sees it first). The failure of a
+    reaped zombie is marked: its ``zombie`` event already counts it."""
     tags = dict(run.tags)
+    if kind == "run_failure" and reason.startswith(ZOMBIE_PREFIX):
+        data = {**data, "zombie": True}
     data = {"run_id": run.run_id, "job": run.job_name, "attempt": int(tags.get("dagster/retry_number", 0)) + 1, **data}
     decision = {"run_failure": "failed", "run_success": "succeeded"}.get(kind, kind)
     return Event(kind, decision, reason, at, pair_of_tags(tags), data, key=f"{kind}:{run.run_id}")
@@ -150,37 +156,57 @@ def vsm_run_success_sensor(context: dg.RunStatusSensorContext, vsm: VsmResource)
     )
 
 
-def check_events(instance: dg.DagsterInstance, after: int, limit: int = 500) -> tuple[list[Event], int]:
-    """Asset check evaluations stored after event id ``after``: their events and the new cursor."""
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        limit=limit,
-        ascending=True,
-    )
+def check_keys(repository: Any = None) -> list[dg.AssetCheckKey]:
+    """The asset checks of the code location (of ``repository`` when a sensor has it)."""
+    if repository is not None:
+        return sorted(repository.asset_graph.asset_check_keys, key=str)
+    from cyber_pipelines.definitions import defs
+
+    return sorted(defs.resolve_asset_graph().asset_check_keys, key=str)
+
+
+def check_events(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], after: int, per_check: int = 200
+) -> list[Event]:
+    """check_failure / check_success events of the evaluations with execution id above ``after``, oldest first
+    (each check's execution history: the same on every event log storage, run-sharded SQLite included)."""
+    found = []
+    for check_key in keys:
+        history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=per_check)
+        for record in history:
+            if record.id <= after:
+                break
+            evaluation = record.event.asset_check_evaluation if record.event else None
+            if evaluation is not None:
+                found.append((record, evaluation))
     events: list[Event] = []
-    for record in records:
-        evaluation: Any = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        key = f"check:{record.storage_id}"
+    for record, evaluation in sorted(found, key=lambda item: item[0].id):
         check = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        partition = evaluation.partition or ""
+        partition = evaluation.partition or record.partition or ""
         pair = pair_of_tags({"dagster/partition": partition}) if partition else None
-        at = datetime.fromtimestamp(record.timestamp, UTC)
-        data = {"check": check, "storage_id": record.storage_id, "partition": partition}
+        at = datetime.fromtimestamp(record.event.timestamp, UTC) if record.event else utc()
+        data: dict[str, Any] = {"check": check, "execution_id": record.id, "partition": partition}
+        key = f"check:{record.id}"
         if evaluation.passed:
             events.append(Event("check_success", "passed", f"{check} passed", at, pair, data, key=key))
         else:
             text = evaluation.description or f"{check} failed ({evaluation.severity.value})"
             data["severity"] = evaluation.severity.value
-            events.append(Event("check_failure", "failed", _one_line(text), at, pair, data, key=key))
-    return events, (records[-1].storage_id if records else after)
+            events.append(Event("check_failure", "failed", _one_line(f"{check}: {text}"), at, pair, data, key=key))
+    return events
 
 
 def check_cursor(log: EventLog) -> int:
-    """The storage id of the last check evaluation in the log (sensor and ``vsm tick`` share it)."""
+    """The execution id of the newest check evaluation in the log (sensor and ``vsm tick`` share it)."""
     latest = [
-        e.data.get("storage_id") for kind in ("check_failure", "check_success") for e in log.latest(kind).values()
+        e.data.get("execution_id") for kind in ("check_failure", "check_success") for e in log.latest(kind).values()
     ]
     return max((int(v) for v in latest if v is not None), default=0)
+
+
+def record_checks(instance: dg.DagsterInstance, log: EventLog, repository: Any = None) -> list[Event]:
+    events = check_events(instance, check_keys(repository), check_cursor(log))
+    return log.extend(events) if events else []
 
 
 @dg.sensor(
@@ -190,11 +216,7 @@ def check_cursor(log: EventLog) -> int:
     description="S3* audit into the algedonic channel: each asset check evaluation becomes an event of its pair.",
 )
 def vsm_check_sensor(context: dg.SensorEvaluationContext, vsm: VsmResource) -> dg.SkipReason:
-    log = vsm.log()
-    events, cursor = check_events(context.instance, max(int(context.cursor or 0), check_cursor(log)))
-    if events:
-        log.extend(events)
-    context.update_cursor(str(cursor))
+    events = record_checks(context.instance, vsm.log(), context.repository_def)
     failed = sum(e.kind == "check_failure" for e in events)
     return dg.SkipReason(f"recorded {len(events)} check evaluations ({failed} failed)")
 
@@ -236,7 +258,7 @@ def reap_zombies(instance: dg.DagsterInstance, log: EventLog, policy: Policy) ->
     """Mark each zombie run failed (the run failure sensor then counts it) and log a zombie event."""
     events = []
     for run, reason in find_zombies(instance, policy):
-        instance.report_run_failed(run, f"zombie run: {reason}")
+        instance.report_run_failed(run, f"{ZOMBIE_PREFIX}{reason}")
         events.append(run_event(run, "zombie", reason, {"marked": "failed"}, utc()))
     return log.extend(events) if events else []
 
@@ -268,19 +290,24 @@ def active_pairs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def stale_hours(instance: dg.DagsterInstance, pairs: Sequence[str], now: datetime) -> dict[str, float | None]:
-    """Hours each pair's candles are overdue (the last stored hour vs the last closed hour), None if unknown."""
+    """Hours each live (ccxt) pair's candles are overdue: its newest stored candle against the newest a run can
+    publish (the last hour of the last complete UTC day). None for pairs fed by the simulator or landing files
+    (history, no freshness expected) and pairs with nothing stored."""
     from assets.batch import latest_metadata
     from assets.market import ohlcv_candles
+    from sensors.market import newest_ingestible
 
+    materialized = set(instance.get_materialized_partitions(ohlcv_candles.key))
+    newest = newest_ingestible(now)
     out: dict[str, float | None] = {}
-    last_closed = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     for pair in pairs:
-        last = (latest_metadata(instance, ohlcv_candles.key, [pair]) or {}).get("last_timestamp")
-        if last is None:
+        months = [k for k in materialized if k.endswith(f"|{pair}")]
+        meta = (latest_metadata(instance, ohlcv_candles.key, [max(months)]) if months else None) or {}
+        if meta.get("source") != "ccxt" or meta.get("last_timestamp") is None:
             out[pair] = None
             continue
-        stamp = utc(datetime.fromisoformat(str(last)))
-        out[pair] = max((last_closed - stamp).total_seconds() / 3600, 0.0)
+        stamp = utc(datetime.fromisoformat(str(meta["last_timestamp"])))
+        out[pair] = max((newest - stamp).total_seconds() / 3600, 0.0)
     return out
 
 
@@ -317,8 +344,8 @@ def algedonic_tick(
     """One evaluation of the algedonic channel: records pains, temporal matches, breaker transitions,
     and remembers each trip as an incident."""
     moment = utc(now)
-    pairs = active_pairs(instance)
-    state = current_state(log, pairs)
+    state = current_state(log, active_pairs(instance))
+    pairs = [k for k, v in state.pairs.items() if v.ledger is None or v.ledger.state != "hibernated"]
     events = log.query(since=moment - window(policy))
     seen = Observations(
         now=moment,
@@ -481,6 +508,42 @@ def vsm_policy_sensor(context: dg.SensorEvaluationContext, vsm: VsmResource) -> 
         "policy": dg.MetadataValue.md(f"```yaml\n{text}```"),
     }
     return dg.SensorResult(asset_events=[dg.AssetMaterialization(vsm_policy_asset.key, metadata=metadata)])
+
+
+# --------------------------------------------------------------------------------------------- one tick
+RUN_KINDS = ("run_failure", "run_success")
+RUN_OVERLAP = timedelta(minutes=10)  # runs re-read before the newest run event (the log records each run once)
+FIRST_RUNS = timedelta(days=1)  # how far back a log without run events reads
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    steps: dict[str, list[Event]]  # the events each step recorded, in the order the steps ran
+    current: Any  # the PolicyInForce
+
+    @property
+    def recorded(self) -> list[Event]:
+        return [e for events in self.steps.values() for e in events]
+
+
+def vsm_tick(instance: dg.DagsterInstance, vsm: VsmResource, log: EventLog) -> TickOutcome:
+    """The VSM sensors once, in the daemon's order: policy, ended runs, check evaluations, zombies, the
+    algedonic channel (pain, patterns, breakers, incidents), then the P&L ledger (``cyber-pipelines vsm tick``)."""
+    from assets.vsm import update_ledger
+
+    policy_event, current = policy_events(log, vsm)
+    policy = current.policy
+    newest = max((e.at for kind in RUN_KINDS for e in log.latest(kind).values()), default=None)
+    since = newest - RUN_OVERLAP if newest is not None else utc() - FIRST_RUNS
+    steps = {
+        "policy": [policy_event] if policy_event is not None else [],
+        "runs": log.extend(finished_run_events(instance, since)),
+        "checks": record_checks(instance, log),
+        "zombies": reap_zombies(instance, log, policy),
+    }
+    steps["algedonic"] = algedonic_tick(instance, log, policy, vectors=VectorStoreResource(), root=None).stored
+    steps["ledger"] = update_ledger(instance, StorageResource(), log, policy.ledger, utc())[1]
+    return TickOutcome(steps, current)
 
 
 vsm_sensors = [

@@ -63,7 +63,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         ]
         assert all(o.success for o in outcomes), [o.message for o in outcomes if not o.success]
         instance.add_dynamic_partitions("pairs", ["SOL-USD"])  # a pair without data or features
-        resources = {"storage": StorageResource(root=str(root / "data")), "market": MarketDataResource(), "vsm": VsmResource()}
+        resources = {
+            "storage": StorageResource(root=str(root / "data")),
+            "market": MarketDataResource(),
+            "vsm": VsmResource(),
+        }
         results = {
             key: dg.materialize(
                 [pair_features, backtest_results],

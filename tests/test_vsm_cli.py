@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,6 @@ pairs = dg.DynamicPartitionsDefinition(name="pairs")
 @dg.asset(partitions_def=pairs)
 def broken() -> None:
     raise ValueError("the exchange said no")
-
-
-@dg.asset(partitions_def=pairs, check_specs=[dg.AssetCheckSpec("fresh", asset="checked")])
-def checked() -> Any:
-    yield dg.Output(1)
-    yield dg.AssetCheckResult(passed=False, description="candles 7 hours old")
 
 
 def fail(instance: dg.DagsterInstance, pair: str, times: int = 3) -> None:
@@ -241,14 +235,32 @@ def test_help_everywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     assert f"usage: cyber-pipelines {' '.join(argv)}" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sensors/vsm.py check_events passes an id cursor that Dagster's run-sharded SQLite event storage "
-    "(the default instance) refuses; the tick warns and records no check (see the issue 12 report)",
-)
 def test_tick_records_check_evaluations(capsys: pytest.CaptureFixture[str]) -> None:
-    instance = instance_with("BTC-USD")
-    dg.materialize([checked], instance=instance, partition_key="BTC-USD")
+    """A blocking check of the real ingest fails (a gap in one day): the tick records it against the pair, once."""
+    import polars as pl
+
+    from assets.market import ohlcv_candles
+    from assets.partitions import pair_month_key
+    from cyber_pipelines.resources import MarketDataResource, StorageResource
+
+    class GappyMarket(MarketDataResource):
+        def fetch_days(self, pair: str, days: list[date], source: str) -> dict[date, pl.DataFrame]:
+            candidates = super().fetch_days(pair, days, source)
+            candidates[date(2024, 4, 18)] = candidates[date(2024, 4, 18)].filter(pl.col("timestamp").dt.hour() >= 6)
+            return candidates
+
+    instance = instance_with("ETH-USD")
+    result = dg.materialize(
+        [ohlcv_candles],
+        instance=instance,
+        partition_key=str(pair_month_key("ETH-USD", date(2024, 4, 1))),
+        resources={"market": GappyMarket(), "storage": StorageResource()},
+        raise_on_error=False,
+    )
+    assert not result.success
     code, out, err = run(capsys, "vsm", "tick", "--json")
-    assert code == 0 and "warning" not in err
-    assert json.loads(out)["recorded"]["check_failure"] == 1
+    assert code == 0, err
+    recorded = json.loads(out)["recorded"]
+    assert recorded["check_failure"] == 1 and recorded["check_success"] >= 1
+    again = json.loads(run(capsys, "vsm", "tick", "--json")[1])["recorded"]
+    assert "check_failure" not in again  # recorded once

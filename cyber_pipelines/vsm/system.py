@@ -130,7 +130,7 @@ def _counts(
         breaker = breakers.get(event.pair)
         if event.at < since or (breaker is not None and event.at < breaker.since):
             continue
-        if event.kind in FAILURE_KINDS:
+        if event.kind in FAILURE_KINDS and not event.data.get("zombie"):  # a reaped zombie counts once
             runs[event.pair] = runs.get(event.pair, 0) + 1
         elif event.kind == "check_failure":
             checks[event.pair] = checks.get(event.pair, 0) + 1
