@@ -10,6 +10,7 @@ from assets.moat import moat_records
 from assets.models import base_forecaster, lora_forecasts, pair_adapter
 from assets.partitions import monthly_partitions, pair_month_partitions, pair_partitions, repo_month_partitions
 from assets.patterns import analog_forecasts, pattern_embeddings, pattern_encoder, pattern_windows
+from assets.vsm import pnl_ledger
 
 market_ingest_job = dg.define_asset_job(
     "market_ingest",
@@ -97,4 +98,10 @@ comparison_job = dg.define_asset_job(
     "compare_strategies",
     selection=dg.AssetSelection.assets(strategy_comparison),
     description="Compare the strategies' equal-weight portfolios across all pairs against the baseline.",
+)
+
+ledger_job = dg.define_asset_job(
+    "update_ledger",
+    selection=dg.AssetSelection.assets(pnl_ledger),
+    description="S3: each pair's P&L ledger from its latest out-of-sample backtest (probation, hibernation).",
 )

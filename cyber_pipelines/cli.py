@@ -847,6 +847,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "the strategies and the lead-lag tests across pairs",
                 [orc.comparison_spec(), orc.leadlag_summary_spec()],
             ),
+            ("ledger", "the VSM's P&L ledger of the pairs (probation, hibernation)", [orc.ledger_spec()]),
         ]
         for index, (name, what, specs) in enumerate(layers):
             progress(f"{name}: {what}")
@@ -880,6 +881,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 report.finish(False)
                 return 1
         findings = orc.leadlag_findings(instance, pair_keys)
+        vsm = _demo_vsm_tick(instance)
     comparison = orc.demo_comparison()
     overhead = [o["overhead_s"] for layer in report.data["layers"] for o in layer["runs"]]
     report.data |= {
@@ -888,11 +890,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "elapsed_s": round(progress.elapsed(), 2),
         "launch_overhead_s_per_run": round(sum(overhead) / len(overhead), 2) if overhead else 0.0,
     }
+    report.data["vsm"] = vsm
     report.line(orc.leadlag_summary(findings))
     report.line(orc.verdict_summary(comparison))
+    report.line(vsm["summary"])
     report.line(f"demo done in {progress.elapsed():.1f} s; browse it: make ui  ->  http://127.0.0.1:{DEFAULT_PORT}")
     report.finish(True)
     return 0
+
+
+def _demo_vsm_tick(instance: Any) -> dict[str, Any]:
+    """One VSM tick over the demo's runs and checks (as the daemon would): what it recorded, one line."""
+    from collections import Counter
+
+    from cyber_pipelines.resources import VsmResource
+    from sensors.vsm import vsm_tick
+
+    vsm = VsmResource()
+    log = vsm.log()
+    try:
+        outcome = vsm_tick(instance, vsm, log)
+    finally:
+        log.close()
+    counts = dict(Counter(e.kind for e in outcome.recorded))
+    trips = [e.pair or "system" for e in outcome.recorded if e.kind == "breaker" and e.decision == "open"]
+    states = Counter(e.decision for e in outcome.steps["ledger"])
+    summary = (
+        f"VSM tick: {sum(counts.values())} event(s) ({', '.join(f'{k} {n}' for k, n in counts.items())}); "
+        f"ledger {dict(states) or 'unchanged'}; breakers open: {', '.join(trips) or 'none'} "
+        "(cyber-pipelines vsm status --home ...)"
+    )
+    return {"recorded": counts, "trips": trips, "summary": summary}
 
 
 def _model_layers(pair_keys: Sequence[str], train_days: int, report: Report) -> list[tuple[str, str, list]]:
@@ -1297,6 +1325,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except Exception as exc:  # a one-line error, the trace only on request
         if args.verbose:
             import traceback
@@ -1312,7 +1343,8 @@ def main(argv: list[str] | None = None) -> int:
 def _json_failure(args: argparse.Namespace, error: str) -> None:
     """With ``--json``, a failure is still one JSON document on stdout."""
     if args.json:
-        print(json.dumps({"ok": False, "command": args.command, "error": error}, indent=2))
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(json.dumps({"ok": False, "command": command, "error": error}, indent=2))
 
 
 if __name__ == "__main__":

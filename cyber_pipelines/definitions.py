@@ -17,6 +17,7 @@ from assets.jobs import (
     features_job,
     github_ingest_job,
     leadlag_summary_job,
+    ledger_job,
     lora_forecasts_job,
     market_ingest_job,
     moat_ingest_job,
@@ -108,6 +109,7 @@ defs = dg.Definitions(
         lora_forecasts_job,
         backtests_job,
         comparison_job,
+        ledger_job,
     ],
     schedules=nightly_schedules,
     sensors=[

@@ -696,6 +696,11 @@ def comparison_spec() -> RunSpec:
     return RunSpec("compare_strategies", "all pairs")
 
 
+def ledger_spec() -> RunSpec:
+    """The VSM's P&L ledger of every pair, from their latest backtests."""
+    return RunSpec("update_ledger", "all pairs")
+
+
 def leadlag_summary_spec() -> RunSpec:
     """The pairs' lead-lag tests as one family (Holm across pairs)."""
     return RunSpec("summarize_lead_lag", "lead-lag across pairs")

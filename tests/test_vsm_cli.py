@@ -199,7 +199,7 @@ def test_wake_wakes_only_a_hibernated_pair(capsys: pytest.CaptureFixture[str]) -
     assert code == 1 and "ETH-USD is not hibernated: it has no ledger entry yet" in one_error_line(err)
     code, out, err = run(capsys, "vsm", "wake", "ZZZ-USD", "--json")
     assert code == 1 and "ZZZ-USD is not hibernated: unknown pair" in one_error_line(err)
-    assert json.loads(out) == {"ok": False, "command": "vsm", "error": "ZZZ-USD is not hibernated: unknown pair"}
+    assert json.loads(out) == {"ok": False, "command": "vsm wake", "error": "ZZZ-USD is not hibernated: unknown pair"}
     assert "not a trading pair: 'nonsense'" in usage_error(capsys, "vsm", "wake", "nonsense")
     assert EventLog().count() == before + 1
 
