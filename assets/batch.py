@@ -64,6 +64,27 @@ def latest_metadata(
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
+def latest_sources(instance: dg.DagsterInstance, asset: dg.AssetKey, partitions: list[str]) -> dict[str, str]:
+    """``latest_source`` of each of ``partitions`` that has a materialization, in one query where it can
+    (a partition whose latest record is not among the newest few per partition is read on its own)."""
+    stored = sorted(set(partitions) & set(instance.get_materialized_partitions(asset)))
+    if not stored:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=stored), limit=4 * len(stored)
+    ).records
+    out: dict[str, str] = {}
+    for record in records:  # newest first: the first record of a partition is its latest
+        key = record.partition_key
+        if key is not None and key not in out and record.asset_materialization is not None:
+            source = record.asset_materialization.metadata.get("source")
+            out[key] = str(source.value) if source is not None else ""
+    for key in stored:
+        if key not in out:
+            out[key] = latest_source(instance, asset, key) or ""
+    return {key: source for key, source in out.items() if source}
+
+
 def latest_source(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str | None = None) -> str | None:
     """The ``source`` metadata of the asset's latest materialization (of one partition, if given)."""
     source = (latest_metadata(instance, asset, [partition] if partition else None) or {}).get("source")

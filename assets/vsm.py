@@ -5,14 +5,13 @@ records every change of a pair's state (probation level, hibernation) as a ``pai
 backtests take their position size from it (``size_multiplier``).
 """
 
-
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from assets.backtests import backtest_results
-from assets.batch import latest_source
+from assets.batch import latest_sources
 from assets.features import DEPS_UPDATED_AND_CHECKED
 from assets.partitions import PAIRS
 from cyber_pipelines.resources import StorageResource, VsmResource
@@ -28,9 +27,10 @@ def update_ledger(
     """Every pair's ledger entry; ``pair_state`` events for those whose state changed (stored)."""
     previous = {pair: LedgerEntry.from_json(e.data) for pair, e in log.latest("pair_state").items() if pair}
     pairs = sorted(set(instance.get_dynamic_partitions(PAIRS)) | set(previous))
+    sources = latest_sources(instance, backtest_results.key, pairs)
     entries, events = [], []
     for pair in pairs:
-        source = latest_source(instance, backtest_results.key, pair)
+        source = sources.get(pair)
         curve = None if source is None else read_curve(storage.store(), source, pair, strategy_policy.strategy)
         entry = ledger_entry(pair, curve, previous.get(pair), strategy_policy)
         entries.append(entry)

@@ -73,7 +73,7 @@ def seed_events(pairs: list[str], count: int, now: datetime, rng: random.Random)
         elif roll < 0.95:
             n_checks += 1
             passed = rng.random() > 0.03
-            data = {"check": "ohlcv_candles:no_gaps", "storage_id": n_checks, "partition": f"2024-01-01|{pair}"}
+            data = {"check": "ohlcv_candles:no_gaps", "execution_id": n_checks, "partition": f"2024-01-01|{pair}"}
             kind, decision = ("check_success", "passed") if passed else ("check_failure", "failed")
             events.append(
                 Event(kind, decision, f"ohlcv_candles:no_gaps {decision}", at, pair, data, key=f"check:{n_checks}")

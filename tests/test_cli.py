@@ -502,8 +502,10 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert main([*argv, "--train-days", "7", "--test-days", "3", "--seed", "3", "--sign", "-1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["pairs"] == ["ETH/USD"] and report["days"] == 12
-    layers = ["market", "github", "moat", "features", "encoder", "memory", "analogs", "backtests", "comparison"]
+    layers = ["market", "github", "moat", "features", "encoder", "memory", "analogs", "backtests", "comparison", "ledger"]
     assert [layer["layer"] for layer in report["layers"]] == layers
+    assert report["vsm"]["recorded"]["run_success"] == len(instance_at(home / "dagster_home").get_runs())
+    assert report["vsm"]["trips"] == []  # a healthy demo trips no breaker
     last = TODAY - timedelta(days=1)
     assert (report["first_day"], report["last_day"]) == ((last - timedelta(days=11)).isoformat(), last.isoformat())
 
@@ -518,6 +520,7 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
         "pattern_memory",
         "forecast_analogs",
         "compare_strategies",
+        "update_ledger",
     }
     stored = pl.read_parquet(list((home / "data" / "synthetic" / "ohlcv" / "ETH-USD").glob("*.parquet")))
     assert stored.height == 12 * 24  # exactly the demo's days
