@@ -1297,6 +1297,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cyber_pipelines.vsm_cli import add_vsm_parser  # here: it imports this module
 
     add_vsm_parser(sub, common, reports)
+    from cyber_pipelines.metrics_cli import add_metrics_parser  # here: it imports this module
+
+    add_metrics_parser(sub, common, reports)
 
     ui = sub.add_parser("ui", parents=[common], help="serve the Dagster UI (dagster dev) over an instance")
     ui.add_argument("--home", type=Path, default=None, help="a home made by `demo` (default: DAGSTER_HOME and ./data)")
