@@ -21,6 +21,7 @@ class LandingFileConfig(dg.Config):
     name: str = Field(description="file name inside the landing folder")
     size: int = Field(description="size in bytes when the sensor listed it; a changed file is left for later")
     mtime_ns: int = Field(description="modification time (ns) when the sensor listed it")
+    etag: str = Field(default="", description="on object storage: the object's ETag when the sensor listed it")
 
 
 class IntakeConfig(dg.Config):
@@ -55,7 +56,7 @@ def _summary(report: IntakeReport) -> dict[str, Any]:
 )
 def landing_intake_op(context: dg.OpExecutionContext, config: IntakeConfig, market: MarketDataResource) -> dg.Output:
     landing = market.landing_path()
-    report = intake_files(landing, [Listed(f.name, f.size, f.mtime_ns) for f in config.files])
+    report = intake_files(landing, [Listed(f.name, f.size, f.mtime_ns, f.etag or None) for f in config.files])
     for staged in report.accepted:
         days = f"{staged.days[0]}..{staged.days[-1]}" if staged.days else "no days"
         what = staged.pair or "moat records"

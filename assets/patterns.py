@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cyber_pipelines.patterns.encoder import WindowEncoder
 from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import ModelStoreResource, StorageResource, VectorStoreResource
-from cyber_pipelines.storage import TableStore, content_hash
+from cyber_pipelines.storage import TableStore, content_hash, scan_parquet
 
 WINDOWS_CODE_VERSION = "windows-1"
 ENCODER_CODE_VERSION = "encoder-1"
@@ -430,7 +430,7 @@ def analog_forecasts(
     key = f"fwd_{config.horizon_hours}h"
     memory = pl.concat(  # the base rate needs only when each outcome was known and what it was, not the vectors
         [
-            pl.scan_parquet(store.path(source, "pattern_windows", k)).select("horizon_end", key)
+            scan_parquet([store.path(source, "pattern_windows", k)]).select("horizon_end", key)
             for k in keys
             if store.exists(source, "pattern_windows", k)
         ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cyber_pipelines.keys import normalize_pair, pair_to_key
-from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES
+from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, StoragePath, as_path, is_remote
 
 DEFAULT_DEMO_HOME = Path(".demo")
 DEFAULT_PORT = 3000
@@ -300,7 +300,7 @@ def _ingest_landing(args: argparse.Namespace, settings: Any, report: Report) -> 
     }
     # The CLI ran these ingests itself: the landing sensor need not request them again.
     done = [s for s in intake.accepted if (pair_to_key(s.pair) if s.pair else "moat") in succeeded]
-    discard_pending(Path(report.data["intake"]["landing"]), done)
+    discard_pending(as_path(report.data["intake"]["landing"]), done)
     rejected = [f"{name}: {why}" for name, why in intake.quarantined + intake.failed]
     return _report_runs(results, report, args.verbose, rejected)
 
@@ -389,16 +389,16 @@ def _landing_wanted(args: argparse.Namespace, settings: Any, report: Report) -> 
     return wanted, intake
 
 
-def _intake(landing: Path, min_age_s: float | None) -> Any:
+def _intake(landing: StoragePath, min_age_s: float | None) -> Any:
     """Parse, quarantine and stage the landing folder's stable files, as the intake run does."""
     from cyber_pipelines.landing.intake import DEFAULT_MIN_AGE_S, process_landing
 
-    if not landing.is_dir():
+    if not is_remote(landing) and not landing.is_dir():  # on object storage an empty prefix is a folder
         raise CliError(f"no landing folder at {landing} (CYBER_LANDING_DIR)", code=1)
     return process_landing(landing, min_age_s=DEFAULT_MIN_AGE_S if min_age_s is None else min_age_s)
 
 
-def _staged_days(landing: Path, pair: str, days: Sequence[date]) -> list[date]:
+def _staged_days(landing: StoragePath, pair: str, days: Sequence[date]) -> list[date]:
     from cyber_pipelines.landing.staging import load_staged_days
 
     try:
@@ -504,7 +504,7 @@ def _check_out(out: Path) -> None:
     if out.suffix not in (".csv", ".parquet"):
         raise CliError(f"--out must end in .csv or .parquet, got {out.name!r}")
     root = data_dir()
-    if out.resolve().is_relative_to(root):
+    if isinstance(root, Path) and out.resolve().is_relative_to(root):
         raise CliError(f"--out {out} is inside the storage root {root}; write the export elsewhere")
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from cyber_pipelines.github.activity import validate_repo_map
 from cyber_pipelines.keys import normalize_pair
-from cyber_pipelines.storage import MARKET_SOURCES
+from cyber_pipelines.storage import MARKET_SOURCES, StoragePath, as_path, is_remote, is_url
 from cyber_pipelines.synthetic import settings as synthetic_defaults
 
 _DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
@@ -129,16 +129,25 @@ def load_repo_map(settings_path: str | None = None) -> dict[str, list[str]]:
     return {repo: list(symbols) for repo, symbols in load_settings(settings_path).repos.items()}
 
 
-def data_dir() -> Path:
-    """Storage root (``CYBER_DATA_DIR``, default ``./data``)."""
-    return Path(os.environ.get("CYBER_DATA_DIR") or "data").resolve()
+def resolve_location(value: str | StoragePath) -> StoragePath:
+    """A local folder, made absolute, or an object-storage URL (``s3://bucket/prefix``) as a ``UPath``."""
+    if is_url(value) or is_remote(value):
+        return as_path(value)
+    return Path(str(value).removeprefix("file://")).resolve()
 
 
-def landing_dir() -> Path:
-    """Folder that users drop files into (``CYBER_LANDING_DIR``, default ``<data>/inbox``).
+def data_dir() -> StoragePath:
+    """Storage root (``CYBER_DATA_DIR``, default ``./data``): a local folder or an object-storage URL such
+    as ``s3://bucket/data`` (S3 credentials and endpoint from the AWS variables; see the README)."""
+    return resolve_location(os.environ.get("CYBER_DATA_DIR") or "data")
+
+
+def landing_dir() -> StoragePath:
+    """Folder that users drop files into (``CYBER_LANDING_DIR``, default ``<data>/inbox``); a local folder
+    or an object-storage URL (``s3://bucket/inbox``).
 
     Not ``<data>/landing``: that is where the tables ingested from landing files are stored."""
-    return Path(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "inbox").resolve()
+    return resolve_location(os.environ.get("CYBER_LANDING_DIR") or data_dir() / "inbox")
 
 
 def resolve_source(kind: str, allowed: tuple[str, ...], *choices: str | None) -> str:

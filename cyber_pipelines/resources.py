@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import PrivateAttr
 
 from cyber_pipelines import config
-from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, TableStore
+from cyber_pipelines.storage import GITHUB_SOURCES, MARKET_SOURCES, StoragePath, TableStore, is_remote, local_path
 from cyber_pipelines.tables import split_days
 
 if TYPE_CHECKING:
@@ -35,12 +35,13 @@ def _exchange(settings: "ExchangeSettings") -> "ccxt.Exchange":
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The storage root under which every source writes its own namespace."""
+    """The storage root under which every source writes its own namespace: ``root`` (a folder or an
+    object-storage URL such as ``s3://bucket/data``), else ``CYBER_DATA_DIR``, else ``./data``."""
 
     root: str = ""
 
     def store(self) -> TableStore:
-        return TableStore(Path(self.root) if self.root else config.data_dir())
+        return TableStore(self.root or config.data_dir())
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -75,10 +76,12 @@ class VectorStoreResource(dg.ConfigurableResource):
         return self.url or os.environ.get("QDRANT_URL", "")
 
     @staticmethod
-    def edge_path(root: Path, source: str, kind: str = "patterns") -> Path:
-        return Path(root) / source / kind / "qdrant_edge"
+    def edge_path(root: StoragePath, source: str, kind: str = "patterns") -> Path:
+        if is_remote(root):  # the embedded shard is files on a local disk
+            raise ValueError(f"the embedded Qdrant shard needs a local storage root, not {root}: set QDRANT_URL")
+        return local_path(root) / source / kind / "qdrant_edge"
 
-    def location(self, root: Path, source: str, kind: str = "patterns") -> str:
+    def location(self, root: StoragePath, source: str, kind: str = "patterns") -> str:
         """Where the points of ``source`` live, for metadata and messages (no credentials)."""
         url = self._url()
         if url == ":memory:":
@@ -88,7 +91,7 @@ class VectorStoreResource(dg.ConfigurableResource):
         return f"Qdrant Edge shard {self.edge_path(root, source, kind)}"
 
     @contextmanager
-    def session(self, root: Path, source: str, dim: int, kind: str = "patterns") -> Iterator["VectorStore"]:
+    def session(self, root: StoragePath, source: str, dim: int, kind: str = "patterns") -> Iterator["VectorStore"]:
         """The store of ``source``, opened for the duration of the block (the embedded shard is then
         released for the next process); the in-memory store lives as long as this resource."""
         from cyber_pipelines.patterns.store import ClientVectorStore, EdgeVectorStore, IndexSettings
@@ -135,8 +138,8 @@ class MarketDataResource(dg.ConfigurableResource):
     def resolve_source(self, override: str | None = None) -> str:
         return config.resolve_source("market", MARKET_SOURCES, override, self.source)
 
-    def landing_path(self) -> Path:
-        return Path(self.landing_dir).resolve() if self.landing_dir else config.landing_dir()
+    def landing_path(self) -> StoragePath:
+        return config.resolve_location(self.landing_dir) if self.landing_dir else config.landing_dir()
 
     def fetch_days(self, pair: str, days: list[date], source: str) -> dict[date, pl.DataFrame]:
         """Candidate candles of ``pair`` per UTC day, as the source gives them (not yet audited).

@@ -1,8 +1,9 @@
 """The landing sensor: it lists the landing folder and decides; the runs it requests do the work.
 
-A tick opens no dropped file: it lists entries (``lstat`` only), compares them with the previous
-tick's observations in its cursor, and requests a ``landing_intake`` run for the files that are
-stable (unchanged since the last tick, or with a ``<name>.done`` marker). The intake run parses,
+A tick opens no dropped file: it lists entries (``lstat`` only; on object storage one LIST request,
+the ETag joining the identity), compares them with the previous tick's observations in its cursor,
+and requests a ``landing_intake`` run for the files that are stable (unchanged since the last tick,
+or with a ``<name>.done`` marker). The intake run parses,
 quarantines and stages. The tick also reads the small manifests the intake runs leave in
 ``pending/`` and requests the ingest runs of the months they cover: ``market_ingest`` per pair and
 ``moat_ingest``, one single-run range per contiguous block of months. Hand-off is two-phase: a
@@ -135,7 +136,9 @@ def ingest_requests(manifests: list[dict]) -> tuple[list[dg.RunRequest], list[st
 
 
 def intake_request(batch: list[Entry]) -> dg.RunRequest:
-    files = [{"name": e.name, "size": e.size, "mtime_ns": e.mtime_ns} for e in batch]
+    files = [
+        {"name": e.name, "size": e.size, "mtime_ns": e.mtime_ns} | ({"etag": e.etag} if e.etag else {}) for e in batch
+    ]
     names = ", ".join(e.name for e in batch)
     return dg.RunRequest(
         run_key=batch_key(batch),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -17,7 +16,7 @@ from cyber_pipelines.backtest.metrics import SHARPE_FORMULA
 from cyber_pipelines.backtest.portfolio import PORTFOLIO_KIND, PortfolioEvaluation
 from cyber_pipelines.backtest.render import verdict_lines
 from cyber_pipelines.jsonable import jsonable
-from cyber_pipelines.storage import TableStore, write_text_atomic
+from cyber_pipelines.storage import StoragePath, TableStore, write_text_atomic
 
 BACKTESTS_DIR = "backtests"
 EQUITY_TABLE = "backtest_equity"
@@ -42,12 +41,12 @@ TRADE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> Path:
+def write_json_atomic(data: dict[str, Any], path: StoragePath) -> StoragePath:
     """``data`` as JSON (no NaN: non-finite numbers become null) via a temp file and a rename."""
     return write_text_atomic(json.dumps(jsonable(data), indent=1, allow_nan=False), path)
 
 
-def _json_path(store: TableStore, source: str, name: str) -> Path:
+def _json_path(store: TableStore, source: str, name: str) -> StoragePath:
     return store.path(source, BACKTESTS_DIR, name).with_suffix(".json")
 
 
@@ -92,7 +91,7 @@ def pair_from_json(data: dict[str, Any], curves: pl.DataFrame) -> PairEvaluation
     )
 
 
-def save_pair(store: TableStore, source: str, pair_key: str, result: PairEvaluation) -> tuple[Path, Path]:
+def save_pair(store: TableStore, source: str, pair_key: str, result: PairEvaluation) -> tuple[StoragePath, StoragePath]:
     """Write the pair's JSON and equity curves; return both paths."""
     curves = store.write(result.curves, source, EQUITY_TABLE, pair_key)
     return write_json_atomic(pair_json(result), _json_path(store, source, pair_key)), curves
@@ -107,8 +106,7 @@ def stored_size_multiplier(store: TableStore, source: str, pair_key: str) -> flo
     path = _json_path(store, source, pair_key)
     if not path.exists():
         return None
-    with open(path) as fh:
-        return float(json.load(fh)["config"]["size_multiplier"])
+    return float(json.loads(path.read_text())["config"]["size_multiplier"])
 
 
 def load_pair(store: TableStore, source: str, pair_key: str) -> PairEvaluation:
@@ -116,8 +114,7 @@ def load_pair(store: TableStore, source: str, pair_key: str) -> PairEvaluation:
     path = _json_path(store, source, pair_key)
     if not path.exists():
         raise FileNotFoundError(f"no stored backtest for {pair_key} from source {source!r} ({path})")
-    with open(path) as fh:
-        data = json.load(fh)
+    data = json.loads(path.read_text())
     return pair_from_json(data, store.read(source, EQUITY_TABLE, pair_key))
 
 
@@ -149,7 +146,7 @@ def comparison_json(result: PortfolioEvaluation) -> dict[str, Any]:
     }
 
 
-def save_comparison(store: TableStore, source: str, result: PortfolioEvaluation) -> tuple[Path, Path]:
+def save_comparison(store: TableStore, source: str, result: PortfolioEvaluation) -> tuple[StoragePath, StoragePath]:
     """Write ``comparison.json`` and ``portfolio.parquet``; return both paths."""
     curves = store.write(result.curves, source, EQUITY_TABLE, PORTFOLIO)
     return write_json_atomic(comparison_json(result), _json_path(store, source, COMPARISON)), curves
@@ -159,6 +156,5 @@ def load_comparison(store: TableStore, source: str) -> dict[str, Any]:
     path = _json_path(store, source, COMPARISON)
     if not path.exists():
         raise FileNotFoundError(f"no stored strategy comparison from source {source!r} ({path})")
-    with open(path) as fh:
-        data: dict[str, Any] = json.load(fh)
+    data: dict[str, Any] = json.loads(path.read_text())
     return data

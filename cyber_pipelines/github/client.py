@@ -17,7 +17,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import cast
 
 import polars as pl
@@ -35,7 +34,7 @@ from github.Commit import Commit
 from github.Repository import Repository
 
 from cyber_pipelines.github.activity import build_activity, repo_to_key
-from cyber_pipelines.storage import write_text_atomic
+from cyber_pipelines.storage import StoragePath, as_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +153,11 @@ SETTLE_DAYS = 7  # days after which late-pushed commits are rare enough to treat
 class ActivityCache:
     """Complete days (before today, UTC) by (repo, day), in memory and as JSON under ``folder``."""
 
-    def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else None
+    def __init__(self, folder: str | StoragePath | None = None) -> None:
+        self.folder = as_path(folder) if folder is not None else None
         self._memory: dict[tuple[str, date], DayRecord] = {}
 
-    def _path(self, repo: str, day: date) -> Path | None:
+    def _path(self, repo: str, day: date) -> StoragePath | None:
         return self.folder / repo_to_key(repo) / f"{day.isoformat()}.json" if self.folder else None
 
     def get(self, repo: str, day: date) -> DayRecord | None:

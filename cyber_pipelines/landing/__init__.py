@@ -10,6 +10,7 @@ One idea per module (import from the module; the intake names are also found her
 - ``staging``: staged Parquet with a sequence per staged file; reading staged candles back
 - ``listing``: what the sensor sees: entries, their identity, when a file is stable
 - ``intake``: parse, quarantine, stage and archive files (the intake run and the CLI call it)
+- ``objects``: the same on object storage (``s3://bucket/inbox``): listing, reading, copy + delete moves
 
 Moat files are parsed and staged by ``cyber_pipelines.moat.files`` and ``cyber_pipelines.moat.staging``
 with the same rules. The drop convention is in the README ("Landing folder").

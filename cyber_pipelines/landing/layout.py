@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from cyber_pipelines.storage import StoragePath
 
 QUARANTINE = "quarantine"  # rejected files, each with <name>.reason.txt
 PROCESSED = "processed"  # originals whose content was staged
@@ -20,32 +21,32 @@ DONE_SUFFIX = ".done"  # "<name>.done" beside "<name>": the writer says the file
 
 @dataclass(frozen=True)
 class LandingLayout:
-    """The sub-folders of one landing folder."""
+    """The sub-folders of one landing folder (a local folder, or a prefix on object storage)."""
 
-    root: Path
+    root: StoragePath
 
     @property
-    def quarantine(self) -> Path:
+    def quarantine(self) -> StoragePath:
         return self.root / QUARANTINE
 
     @property
-    def processed(self) -> Path:
+    def processed(self) -> StoragePath:
         return self.root / PROCESSED
 
     @property
-    def staged(self) -> Path:
+    def staged(self) -> StoragePath:
         return self.root / STAGED
 
     @property
-    def staged_moat(self) -> Path:
+    def staged_moat(self) -> StoragePath:
         return self.root / STAGED_MOAT
 
     @property
-    def pending(self) -> Path:
+    def pending(self) -> StoragePath:
         return self.root / PENDING
 
     @property
-    def sequence_file(self) -> Path:
+    def sequence_file(self) -> StoragePath:
         return self.root / SEQUENCE_FILE
 
 

@@ -5,7 +5,8 @@ however large the files are. An entry's identity is (name, size, mtime in ns); i
 later look finds the same identity (the writer has stopped), or at once when the writer left a
 ``<name>.done`` marker beside it. Hidden names, in-progress suffixes (``.part``, ``.tmp``, ...) and the
 landing folder's own sub-folders are never listed; symlinks, folders and other non-regular entries are
-listed (the intake quarantines them with a reason).
+listed (the intake quarantines them with a reason). On object storage (``s3://bucket/inbox``) one LIST
+request is made and the identity also holds the object's ETag (``landing.objects``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cyber_pipelines.landing.layout import DONE_SUFFIX, RESERVED, is_in_progress
+from cyber_pipelines.storage import StoragePath, is_remote, local_path
 
 MAX_FILES_PER_RUN = 100
 MAX_BYTES_PER_RUN = 2 << 30
@@ -33,18 +34,23 @@ class Entry:
     mtime_ns: int
     regular: bool
     done: bool = False  # a "<name>.done" marker was beside it
+    etag: str = ""  # on object storage: the object's ETag (part of its identity)
 
     @property
     def token(self) -> str:
-        """A short digest of the identity (name, size, mtime): what the sensor's cursor keeps."""
-        key = f"{self.name}\x00{self.size}\x00{self.mtime_ns}".encode()
-        return hashlib.blake2b(key, digest_size=8).hexdigest()
+        """A short digest of the identity (name, size, mtime, ETag): what the sensor's cursor keeps."""
+        key = f"{self.name}\x00{self.size}\x00{self.mtime_ns}" + (f"\x00{self.etag}" if self.etag else "")
+        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
-def list_landing(root: Path) -> list[Entry]:
+def list_landing(root: StoragePath) -> list[Entry]:
     """The entries of ``root`` that may be drops, sorted by name; empty when the folder does not exist."""
+    if is_remote(root):
+        from cyber_pipelines.landing.objects import list_objects
+
+        return list_objects(root)
     try:
-        scan = list(os.scandir(root))
+        scan = list(os.scandir(local_path(root)))
     except FileNotFoundError:
         return []
     names = {e.name for e in scan}

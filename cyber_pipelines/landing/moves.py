@@ -57,16 +57,20 @@ def _move_unique(path: Path, dest_dir: Path, note: str | None) -> Path:
     return dest
 
 
+def quarantine_note(name: str, where: str, reason: str) -> str:
+    """The text of ``<name>.reason.txt`` beside a quarantined file."""
+    return (
+        f"reason: {reason}\n"
+        f"quarantined_at: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        f"original_name: {name!r}\n"
+        f"original_path: {where!r}\n"
+    )
+
+
 def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     """Move a rejected file into ``quarantine_dir`` with ``<name>.reason.txt`` beside it."""
     path = Path(path)
-    note = (
-        f"reason: {reason}\n"
-        f"quarantined_at: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-        f"original_name: {path.name!r}\n"
-        f"original_path: {str(path)!r}\n"
-    )
-    return _move_unique(path, quarantine_dir, note)
+    return _move_unique(path, quarantine_dir, quarantine_note(path.name, str(path), reason))
 
 
 def archive(path: Path, processed_dir: Path) -> Path:

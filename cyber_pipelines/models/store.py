@@ -8,7 +8,9 @@ the previous one in force.
 The root is a local folder (default) or an fsspec URL (``s3://bucket/models``, ``memory://`` in tests;
 universal-pathlib). Locally a version is written into a hidden temp folder and renamed into place, and
 ``LATEST`` is replaced atomically; on object storage, where there is no rename, each file is one
-whole-object write and ``LATEST`` is written after both files of its version.
+whole-object write (``storage.put_object``: readers see the old object or the new one, never part) and
+``LATEST`` is written after both files of its version, so a failed save leaves the previous pointer in
+force. Objects are read whole (``storage.get_object``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load, save
-from upath import UPath
 
-from cyber_pipelines.storage import write_text_atomic
+from cyber_pipelines.storage import StoragePath, as_path, get_object, is_remote, put_object, write_text_atomic
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 WEIGHTS, CONFIG, LATEST = "model.safetensors", "config.json", "LATEST"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
@@ -37,28 +41,23 @@ def _check(kind: str, value: str) -> str:
     return value
 
 
-def _is_url(root: str | Path) -> bool:
-    return isinstance(root, str) and "://" in root and not root.startswith("file://")
-
-
 class ModelStore:
-    def __init__(self, root: str | Path) -> None:
-        self.local = not _is_url(root)
-        self.root: Path | UPath = Path(str(root).removeprefix("file://")) if self.local else UPath(str(root))
+    def __init__(self, root: str | os.PathLike[str] | UPath) -> None:
+        self.root: StoragePath = as_path(root)
+        self.local = not is_remote(self.root)
 
-    def folder(self, name: str, version: str) -> Path | UPath:
+    def folder(self, name: str, version: str) -> StoragePath:
         return self.root / _check("name", name) / _check("version", version)
 
-    def save(self, name: str, version: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path | UPath:
+    def save(self, name: str, version: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> StoragePath:
         """Write one version and make it the latest; returns its folder."""
         weights = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
         target = self.folder(name, version)
-        if not self.local:
-            target.mkdir(parents=True, exist_ok=True)
-            (target / WEIGHTS).write_bytes(weights)
-            (target / CONFIG).write_text(text)
-            (target.parent / LATEST).write_text(version + "\n")
+        if is_remote(target):
+            put_object(target / WEIGHTS, weights)  # the data objects first ...
+            put_object(target / CONFIG, text.encode())
+            put_object(target.parent / LATEST, f"{version}\n".encode())  # ... the pointer last
             return target
         target = Path(str(target))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,4 +98,7 @@ class ModelStore:
         folder = self.folder(name, version)
         if not (folder / WEIGHTS).exists() or not (folder / CONFIG).exists():
             raise FileNotFoundError(f"model {name!r} version {version!r} is incomplete or missing at {folder}")
-        return load((folder / WEIGHTS).read_bytes()), json.loads((folder / CONFIG).read_text()), version
+        weights, config = folder / WEIGHTS, folder / CONFIG
+        if is_remote(weights) and is_remote(config):
+            return load(get_object(weights)), json.loads(get_object(config)), version
+        return load(weights.read_bytes()), json.loads(config.read_text()), version
