@@ -41,3 +41,12 @@ bench: install
 
 clean:
 	rm -rf data .demo .dagster_home/* .pytest_cache .mypy_cache .ruff_cache
+
+# The production configuration without containers (PostgreSQL, Celery workers on Redis, gRPC code server,
+# daemon, webserver on PORT); see cyber_pipelines/localprod.py. `local-prod-stop` stops exactly what it started.
+.PHONY: local-prod local-prod-stop
+local-prod: install
+	$(BIN)/python -m cyber_pipelines.localprod start --port $(PORT)
+
+local-prod-stop:
+	$(BIN)/python -m cyber_pipelines.localprod stop
