@@ -2,7 +2,8 @@
 
 - ``vsm_run_failure_sensor`` / ``vsm_run_success_sensor``: every run that ends becomes an event (pair,
   job, error, seconds), the raw material of pain and of the temporal patterns.
-- ``vsm_check_sensor`` (S3* audit): every asset check evaluation becomes a check_failure/success event.
+- ``vsm_check_sensor`` (S3* audit): every asset check evaluation becomes an event of its pair: check_success,
+  check_failure (ERROR: it counts as pain) or check_warning (WARN: informs, e.g. an adapter kept off).
 - ``vsm_zombie_sensor``: runs recorded as started whose process is gone are marked failed with the reason.
 - ``vsm_algedonic_sensor``: pain per pair and overall, temporal patterns, circuit breakers (and incident
   memory on a trip); reports the ``vsm_status`` and ``vsm_events`` assets.
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import dagster as dg
@@ -165,11 +167,23 @@ def check_keys(repository: Any = None) -> list[dg.AssetCheckKey]:
     return sorted(defs.resolve_asset_graph().asset_check_keys, key=str)
 
 
+@lru_cache(maxsize=1024)
+def _run_tags(instance: dg.DagsterInstance, run_id: str) -> tuple[tuple[str, str], ...]:
+    run = instance.get_run_by_id(run_id)
+    return tuple(run.tags.items()) if run is not None else ()
+
+
+def run_pair(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The pair of a run, from its partition tags (an evaluation that does not name its partition)."""
+    return pair_of_tags(dict(_run_tags(instance, run_id)))
+
+
 def check_events(
     instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], after: int, per_check: int = 200
 ) -> list[Event]:
-    """check_failure / check_success events of the evaluations with execution id above ``after``, oldest first
-    (each check's execution history: the same on every event log storage, run-sharded SQLite included)."""
+    """check_failure / check_warning / check_success events of the evaluations with execution id above
+    ``after``, oldest first (each check's execution history: the same on every event log storage, run-sharded
+    SQLite included)."""
     found = []
     for check_key in keys:
         history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=per_check)
@@ -183,24 +197,25 @@ def check_events(
     for record, evaluation in sorted(found, key=lambda item: item[0].id):
         check = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         partition = evaluation.partition or record.partition or ""
-        pair = pair_of_tags({"dagster/partition": partition}) if partition else None
+        pair = pair_of_tags({"dagster/partition": partition}) if partition else run_pair(instance, record.run_id)
         at = datetime.fromtimestamp(record.event.timestamp, UTC) if record.event else utc()
         data: dict[str, Any] = {"check": check, "execution_id": record.id, "partition": partition}
         key = f"check:{record.id}"
         if evaluation.passed:
             events.append(Event("check_success", "passed", f"{check} passed", at, pair, data, key=key))
-        else:
-            text = evaluation.description or f"{check} failed ({evaluation.severity.value})"
-            data["severity"] = evaluation.severity.value
-            events.append(Event("check_failure", "failed", _one_line(f"{check}: {text}"), at, pair, data, key=key))
+        else:  # a WARN result informs (e.g. an adapter not promoted); only an ERROR is a failure that hurts
+            severity = evaluation.severity.value
+            text = evaluation.description or f"{check} failed ({severity})"
+            kind, decision = ("check_warning", "warned") if severity == "WARN" else ("check_failure", "failed")
+            data["severity"] = severity
+            events.append(Event(kind, decision, _one_line(f"{check}: {text}"), at, pair, data, key=key))
     return events
 
 
 def check_cursor(log: EventLog) -> int:
     """The execution id of the newest check evaluation in the log (sensor and ``vsm tick`` share it)."""
-    latest = [
-        e.data.get("execution_id") for kind in ("check_failure", "check_success") for e in log.latest(kind).values()
-    ]
+    kinds = ("check_failure", "check_warning", "check_success")
+    latest = [e.data.get("execution_id") for kind in kinds for e in log.latest(kind).values()]
     return max((int(v) for v in latest if v is not None), default=0)
 
 

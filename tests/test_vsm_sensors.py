@@ -18,6 +18,7 @@ import textwrap
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -337,3 +338,28 @@ def test_a_bad_policy_edit_is_refused_and_the_last_good_policy_stays(
     assert VsmResource().policy().policy.breaker.trip == 0.7  # the last good one stays in force
     log: EventLog = VsmResource().log()
     assert [e.decision for e in log.query(kinds=["policy"])] == ["in force", "refused"]
+
+
+def test_a_warn_check_result_informs_but_never_hurts(tmp_path: Path) -> None:
+    """A WARN result (an adapter kept off, say) on three pairs is a warning, not a failure cascade."""
+    from sensors.vsm import algedonic_tick, check_events
+
+    pairs = dg.DynamicPartitionsDefinition(name="pairs")
+    spec = dg.AssetCheckSpec("promoted", asset="model")
+
+    @dg.asset(partitions_def=pairs, check_specs=[spec])
+    def model() -> Any:
+        yield dg.Output(1)
+        yield dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="kept the base")
+
+    instance = dg.DagsterInstance.ephemeral()
+    keys = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    instance.add_dynamic_partitions("pairs", keys)
+    for key in keys:
+        dg.materialize([model], instance=instance, partition_key=key)
+    log = VsmResource().log()
+    events = log.extend(check_events(instance, [spec.key], 0))
+    assert {e.kind for e in events} == {"check_warning"} and {e.pair for e in events} == set(keys)
+    report = algedonic_tick(instance, log, VsmResource().policy().policy, with_staleness=False)
+    assert report.evaluation.matches == [] and all(p.score == 0 for p in report.evaluation.pains.values())
+    assert current_state(log, keys).system.state == "closed"

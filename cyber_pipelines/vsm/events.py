@@ -6,8 +6,8 @@ order is the autoincrement ``seq``: appends from several processes are serialize
 ``seq`` is a total order that every reader sees the same way. Events are never updated or deleted.
 
 Kinds used across the layer (free text is allowed; these are the ones the VSM parts write and read):
-``run_failure``, ``run_success``, ``check_failure``, ``check_success``, ``zombie``, ``pain``, ``breaker``,
-``pair_state``, ``prospect``, ``policy``, ``temporal``, ``staleness``, ``queue``, ``incident``.
+``run_failure``, ``run_success``, ``check_failure``, ``check_warning``, ``check_success``, ``zombie``, ``pain``,
+``breaker``, ``pair_state``, ``prospect``, ``policy``, ``temporal``, ``staleness``, ``queue``, ``incident``.
 """
 
 from __future__ import annotations
