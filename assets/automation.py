@@ -5,7 +5,6 @@ circuit breaker (or the system's) is open.
 set ``use_user_code_server``); it reads the VSM event log (again only when the log has grown).
 """
 
-
 from functools import lru_cache
 
 import dagster as dg
