@@ -327,7 +327,7 @@ def graphql(url: str, query: str, variables: Mapping[str, Any] | None = None, ti
     request = urllib.request.Request(  # nosec B310: http to our own webserver
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310: our own webserver
         payload = json.loads(response.read())
     if payload.get("errors"):
         raise RuntimeError("; ".join(e.get("message", str(e)) for e in payload["errors"]))
@@ -343,7 +343,7 @@ DAEMONS_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType requ
 
 def _server_info(settings: Settings) -> bool:
     try:
-        with urllib.request.urlopen(f"{settings.url}/server_info", timeout=5) as response:  # nosec B310
+        with urllib.request.urlopen(f"{settings.url}/server_info", timeout=5) as response:  # nosec B310: ours
             return "dagster_webserver_version" in json.loads(response.read())
     except (OSError, ValueError):
         return False
@@ -372,7 +372,8 @@ def _grpc_healthy(settings: Settings, env: Mapping[str, str]) -> bool:
     if not _port_open(settings.grpc_port):
         return False
     check = [sys.executable, "-m", "dagster", "api", "grpc-health-check", "-p", str(settings.grpc_port), "-h", HOST]
-    return subprocess.run(check, env=dict(env), capture_output=True, timeout=60).returncode == 0  # nosec B603
+    done = subprocess.run(check, env=dict(env), capture_output=True, timeout=60)  # nosec B603: venv's dagster
+    return done.returncode == 0
 
 
 def workers_answer(settings: Settings, names: Iterable[str]) -> bool:
