@@ -178,11 +178,12 @@ def browser(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 
 def _wait(driver: Any, what: str, condition: Callable, timeout: float = WAIT_S) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+    try:  # an element React replaced under us is looked for again at the next poll
+        wait = WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=[StaleElementReferenceException])
+        return wait.until(condition)
     except TimeoutException:
         body = driver.find_element("tag name", "body").text[:1500]
         pytest.fail(f"{driver.current_url}: {what} did not render within {timeout:.0f} s; the page shows:\n{body}")
@@ -253,8 +254,8 @@ return arguments[0].every(name => {
 """
 # the dialog's fade-in is over: no overlay transition running, the dialog and its containers opaque
 OPENED = """
-if (document.querySelector('[class*="overlay-enter"], [class*="overlay-exit"]')) return false;
-for (let x = arguments[0]; x; x = x.parentElement) { if (getComputedStyle(x).opacity !== '1') return false; }
+if (document.querySelector('[class*="-enter-active"], [class*="-exit-active"]')) return false;
+for (let x = arguments[0]; x; x = x.parentElement) { if (parseFloat(getComputedStyle(x).opacity) < 0.99) return false; }
 return true;
 """
 
@@ -283,9 +284,13 @@ def _show_markdown(driver: Any, key: str) -> Any:
     )
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
     link.click()
-    dialog = _wait(driver, f"the {key} dialog", lambda d: _dialog(d))
-    _wait(driver, f"the {key} dialog to finish opening", lambda d: d.execute_script(OPENED, dialog))
-    return dialog
+    _wait(driver, f"the {key} dialog", lambda d: _dialog(d))
+
+    def opened(d: Any) -> Any:  # found afresh each time: React may replace the element while it opens
+        dialog = _dialog(d)
+        return dialog if dialog and d.execute_script(OPENED, dialog) else False
+
+    return _wait(driver, f"the {key} dialog to finish opening", opened)
 
 
 def _close_dialog(driver: Any) -> None:
