@@ -450,7 +450,7 @@ def main() -> None:
     parser.add_argument("--client-queries", type=int, default=30, help="queries for local mode (slow: brute force)")
     parser.add_argument("--numpy-queries", type=int, default=200, help="single queries timed for exact numpy")
     parser.add_argument(
-        "--compare-ef-construct", type=int, default=64, help="also build int8 with this ef_construct (0: skip)"
+        "--compare-ef-construct", type=int, default=100, help="also build int8 with this ef_construct (0: skip)"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where the Edge folders go (default: a temp folder)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)

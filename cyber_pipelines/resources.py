@@ -64,10 +64,10 @@ class VectorStoreResource(dg.ConfigurableResource):
     url: str = ""
     api_key: str | None = None  # wired to dg.EnvVar("QDRANT_API_KEY") when set; never logged
     m: int = 16
-    ef_construct: int = 100
+    ef_construct: int = 64
     hnsw_ef: int = 128
     quantization: str = "int8"
-    oversampling: float = 4.0
+    oversampling: float = 8.0
     indexing_threshold_kb: int = 1000
 
     _memory: dict = PrivateAttr(default_factory=dict)
