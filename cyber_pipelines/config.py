@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from cyber_pipelines.github.activity import validate_repo_map
@@ -41,6 +42,29 @@ class SyntheticSettings:
     def return_ar(self, pair: str) -> float:
         """The hourly return autocorrelation the simulator gives ``pair``."""
         return self.distinct_ar if normalize_pair(pair) in self.distinct_pairs else 0.0
+
+    def ohlcv(self, pair: str, first: date, last: date, origin: date) -> pl.DataFrame:
+        """``pair``'s simulated hourly candles of the days ``first..last`` (the market starts at ``origin``)."""
+        from cyber_pipelines.synthetic.market import simulate_ohlcv
+
+        return simulate_ohlcv(
+            pair,
+            first,
+            last,
+            seed=self.seed,
+            effect_size=self.effect_size,
+            lag_hours=self.lag_hours,
+            origin=origin,
+            effect_sign=self.effect_sign,
+            factor_correlation=self.factor_correlation,
+            weekend_vol=self.weekend_vol,
+            intraday_vol=self.intraday_vol,
+            long_memory=self.long_memory,
+            motif_rate=self.motif_rate,
+            motif_length=self.motif_length,
+            motif_move=self.motif_move,
+            return_ar=self.return_ar(pair),
+        )
 
 
 @dataclass(frozen=True)

@@ -153,27 +153,8 @@ class MarketDataResource(dg.ConfigurableResource):
         first, last = min(days), max(days)
         settings = config.load_settings()
         if source == "synthetic":
-            from cyber_pipelines.synthetic.market import simulate_ohlcv
-
             synth = settings.synthetic
-            candles = simulate_ohlcv(
-                pair,
-                first,
-                last,
-                seed=synth.seed,
-                effect_size=synth.effect_size,
-                lag_hours=synth.lag_hours,
-                origin=settings.start_date,
-                effect_sign=synth.effect_sign,
-                factor_correlation=synth.factor_correlation,
-                weekend_vol=synth.weekend_vol,
-                intraday_vol=synth.intraday_vol,
-                long_memory=synth.long_memory,
-                motif_rate=synth.motif_rate,
-                motif_length=synth.motif_length,
-                motif_move=synth.motif_move,
-                return_ar=synth.return_ar(pair),
-            )
+            candles = synth.ohlcv(pair, first, last, settings.start_date)
             return split_days(candles, days)
         if source == "landing":
             from cyber_pipelines.landing.staging import load_staged_days

@@ -502,7 +502,8 @@ def test_demo_uses_exactly_its_pairs_and_days_in_its_own_home(
     assert main([*argv, "--train-days", "7", "--test-days", "3", "--seed", "3", "--sign", "-1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["pairs"] == ["ETH/USD"] and report["days"] == 12
-    layers = ["market", "github", "moat", "features", "encoder", "memory", "analogs", "backtests", "comparison", "ledger"]
+    layers = ["market", "github", "moat", "features", "encoder", "memory", "analogs", "backtests", "comparison"]
+    layers.append("ledger")
     assert [layer["layer"] for layer in report["layers"]] == layers
     assert report["vsm"]["recorded"]["run_success"] == len(instance_at(home / "dagster_home").get_runs())
     assert report["vsm"]["trips"] == []  # a healthy demo trips no breaker

@@ -509,7 +509,6 @@ def scan_synthetic(
 ) -> list[Candidate]:
     """Candidates from the seeded synthetic market: the finished hourly candles of the last ``days`` days
     before ``now`` of each pair of ``universe`` that is not active (the pipeline config's settings)."""
-    from cyber_pipelines.synthetic.market import simulate_ohlcv
 
     settings = settings or load_settings()
     synth = settings.synthetic
@@ -523,24 +522,9 @@ def scan_synthetic(
             continue
         candles = empty_ohlcv()
         if last >= first:
-            candles = simulate_ohlcv(
-                pair,
-                first.date(),
-                last.date(),
-                seed=synth.seed,
-                effect_size=synth.effect_size,
-                lag_hours=synth.lag_hours,
-                origin=settings.start_date,
-                effect_sign=synth.effect_sign,
-                factor_correlation=synth.factor_correlation,
-                weekend_vol=synth.weekend_vol,
-                intraday_vol=synth.intraday_vol,
-                long_memory=synth.long_memory,
-                motif_rate=synth.motif_rate,
-                motif_length=synth.motif_length,
-                motif_move=synth.motif_move,
-                return_ar=synth.return_ar(pair),
-            ).filter(pl.col("timestamp").is_between(start, end, "left"))
+            candles = synth.ohlcv(pair, first.date(), last.date(), settings.start_date).filter(
+                pl.col("timestamp").is_between(start, end, "left")
+            )
         candidates.append(Candidate(pair, candles, hours=days * 24))
     return candidates
 
