@@ -1,6 +1,7 @@
 """Market layer: hourly OHLCV candles per pair and month, audited per UTC day before they are published."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -80,6 +81,24 @@ def ohlcv_candles(
         what=f"candles{where}",
         observed=_observed,
     )
+
+
+def newest_candles(instance: dg.DagsterInstance) -> dict[str, tuple[datetime, str]]:
+    """Per pair key: the newest stored candle (``last_timestamp`` of its newest stored month) and that
+    month's source; one read of the materialized partitions, then one metadata read per pair."""
+    newest: dict[str, str] = {}
+    for key in instance.get_materialized_partitions(ohlcv_candles.key):
+        month, _, pair = str(key).partition("|")
+        if pair and month > newest.get(pair, ""):
+            newest[pair] = month
+    out: dict[str, tuple[datetime, str]] = {}
+    for pair, month in newest.items():
+        meta = latest_metadata(instance, ohlcv_candles.key, [f"{month}|{pair}"]) or {}
+        if meta.get("last_timestamp") is not None:
+            stamp = datetime.fromisoformat(str(meta["last_timestamp"]))
+            stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+            out[pair] = (stamp, str(meta.get("source") or "unknown"))
+    return out
 
 
 def latest_pair_source(instance: dg.DagsterInstance, pair_key: str) -> str | None:

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, time
 
 import dagster as dg
 
-from assets.batch import latest_metadata
 from assets.jobs import market_ingest_job
-from assets.market import latest_pair_source, ohlcv_candles
+from assets.market import latest_pair_source, newest_candles
 from assets.partitions import PAIRS, last_complete_day, pair_month_key
 from cyber_pipelines.config import load_settings, market_source
+from cyber_pipelines.orchestrate import one_line
 from cyber_pipelines.resources import VsmResource
 from cyber_pipelines.vsm.breaker import start_trial
 from cyber_pipelines.vsm.events import Event
@@ -39,28 +39,11 @@ def newest_ingestible(now: datetime) -> datetime:
     return datetime.combine(last_complete_day(now), time(23), UTC)
 
 
-def stored_through(instance: dg.DagsterInstance, pair: str, materialized: set[str]) -> datetime | None:
-    """``last_timestamp`` of the pair's newest stored month among ``materialized`` (None: nothing stored)."""
-    months = [k for k in materialized if k.endswith(f"|{pair}")]
-    if not months:
-        return None
-    last = (latest_metadata(instance, ohlcv_candles.key, [max(months)]) or {}).get("last_timestamp")
-    if last is None:
-        return None
-    stamp = datetime.fromisoformat(str(last))
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-
-
 def busy_pairs(instance: dg.DagsterInstance) -> set[str]:
     """Pairs with a market ingest run queued or under way (single partitions and ranges)."""
     records = instance.get_run_records(dg.RunsFilter(job_name=market_ingest_job.name, statuses=ACTIVE), limit=500)
     tags = [dict(r.dagster_run.tags) for r in records]
     return {p for t in tags if (p := t.get(PAIR_TAG) or pair_of_tags(t))}
-
-
-def _short(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
 @dg.sensor(
@@ -86,7 +69,7 @@ def market_candles_sensor(context: dg.SensorEvaluationContext, vsm: VsmResource)
     state = current_state(log, pairs)
     blocked = state.blocked()
     busy = busy_pairs(context.instance)
-    materialized = set(context.instance.get_materialized_partitions(ohlcv_candles.key))
+    stored = newest_candles(context.instance)
     system_trial = state.system.state == "half_open"
     stamp = hour.strftime("%Y-%m-%dT%H:%MZ")
     requests: list[dg.RunRequest] = []
@@ -105,7 +88,7 @@ def market_candles_sensor(context: dg.SensorEvaluationContext, vsm: VsmResource)
             skipped[pair] = f"breaker half-open: trial run {breaker.trial_run} already requested"
         elif system_trial and (state.system.trial_run or any(e.pair is None for e in trials)):
             skipped[pair] = f"system breaker half-open: one trial run only ({state.system.trial_run or 'this tick'})"
-        elif (last := stored_through(context.instance, pair, materialized)) is not None and last >= hour:
+        elif pair in stored and (last := stored[pair][0]) >= hour:
             skipped[pair] = f"up to date through {last:%Y-%m-%d %H:%M}"
         else:
             run_key = f"s1:market:{pair}:{stamp}"
@@ -125,7 +108,7 @@ def market_candles_sensor(context: dg.SensorEvaluationContext, vsm: VsmResource)
             )
     if trials:
         log.extend(trials)  # recorded before the request leaves, so no later tick sends a second trial
-    skipped = {pair: _short(reason) for pair, reason in skipped.items()}
+    skipped = {pair: one_line(reason, REASON_CHARS) for pair, reason in skipped.items()}
     cursor = json.dumps({"hour": stamp, "requested": [r.run_key for r in requests], "skipped": skipped})
     if not requests:
         context.update_cursor(cursor)

@@ -22,9 +22,12 @@ from functools import lru_cache
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from assets.partitions import PAIRS
 from cyber_pipelines.config import data_dir
+from cyber_pipelines.orchestrate import one_line
+from cyber_pipelines.report import markdown_table
 from cyber_pipelines.resources import StorageResource, VectorStoreResource, VsmResource
 from cyber_pipelines.vsm.events import Event, EventLog, utc
 from cyber_pipelines.vsm.policy import Policy
@@ -34,6 +37,7 @@ from cyber_pipelines.vsm.zombies import RunProcess, zombie_reason
 VSM_GROUP = "vsm"
 PAIR_KEY = re.compile(r"^[A-Z0-9]{2,12}-[A-Z0-9]{2,12}$")
 PID = re.compile(r"\(pid: (\d+)\)")
+REASON_CHARS = 300  # an event's reason: one line
 RECENT_EVENTS = 30  # rows of the vsm_events table in the UI
 INCIDENT_DIM = 32
 
@@ -74,14 +78,14 @@ def pair_of_tags(tags: dict[str, str]) -> str | None:
     return None
 
 
-ZOMBIE_PREFIX = "zombie run: "
+ZOMBIE_TAG = "cyber/zombie"  # set on a run the VSM marked failed as a zombie
 
 
 def run_event(run: dg.DagsterRun, kind: str, reason: str, data: dict[str, Any], at: datetime) -> Event:
     """The event of a run's end (recorded once per run and kind, whoever sees it first). The failure of a
     reaped zombie is marked: its ``zombie`` event already counts it."""
     tags = dict(run.tags)
-    if kind == "run_failure" and reason.startswith(ZOMBIE_PREFIX):
+    if kind == "run_failure" and tags.get(ZOMBIE_TAG):
         data = {**data, "zombie": True}
     data = {"run_id": run.run_id, "job": run.job_name, "attempt": int(tags.get("dagster/retry_number", 0)) + 1, **data}
     decision = {"run_failure": "failed", "run_success": "succeeded"}.get(kind, kind)
@@ -100,6 +104,12 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return (failures[-1].message if failures else "") or "run failed"
 
 
+def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun, at: datetime) -> Event:
+    """The run_failure event of a failed run, with its root error."""
+    error = one_line(failure_message(instance, run.run_id), REASON_CHARS)
+    return run_event(run, "run_failure", error, {"error": one_line(error, 160)}, at)
+
+
 def finished_run_events(instance: dg.DagsterInstance, since: datetime, limit: int = 1000) -> list[Event]:
     """run_failure / run_success events of the runs that ended since ``since`` (what the run status sensors
     record one by one; ``vsm tick`` and tests read them this way)."""
@@ -113,19 +123,13 @@ def finished_run_events(instance: dg.DagsterInstance, since: datetime, limit: in
         run = record.dagster_run
         at = datetime.fromtimestamp(record.end_time, UTC) if record.end_time else utc()
         if run.status == dg.DagsterRunStatus.FAILURE:
-            error = _one_line(failure_message(instance, run.run_id))
-            events.append(run_event(run, "run_failure", error, {"error": _one_line(error, 160)}, at))
+            events.append(failure_event(instance, run, at))
         else:
             seconds = round(record.end_time - record.start_time, 2) if record.start_time and record.end_time else None
             events.append(
                 run_event(run, "run_success", f"{run.job_name} succeeded in {seconds} s", {"seconds": seconds}, at)
             )
     return events
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 @dg.run_failure_sensor(
@@ -136,8 +140,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 )
 def vsm_run_failure_sensor(context: dg.RunFailureSensorContext, vsm: VsmResource) -> None:
     run = context.dagster_run
-    error = _one_line(failure_message(context.instance, run.run_id))
-    vsm.log().extend([run_event(run, "run_failure", error, {"error": _one_line(error, 160)}, utc())])
+    vsm.log().extend([failure_event(context.instance, run, utc())])
 
 
 @dg.run_status_sensor(
@@ -208,7 +211,7 @@ def check_events(
             text = evaluation.description or f"{check} failed ({severity})"
             kind, decision = ("check_warning", "warned") if severity == "WARN" else ("check_failure", "failed")
             data["severity"] = severity
-            events.append(Event(kind, decision, _one_line(f"{check}: {text}"), at, pair, data, key=key))
+            events.append(Event(kind, decision, one_line(f"{check}: {text}", REASON_CHARS), at, pair, data, key=key))
     return events
 
 
@@ -273,7 +276,8 @@ def reap_zombies(instance: dg.DagsterInstance, log: EventLog, policy: Policy) ->
     """Mark each zombie run failed (the run failure sensor then counts it) and log a zombie event."""
     events = []
     for run, reason in find_zombies(instance, policy):
-        instance.report_run_failed(run, f"{ZOMBIE_PREFIX}{reason}")
+        instance.add_run_tags(run.run_id, {ZOMBIE_TAG: "true"})
+        instance.report_run_failed(run, f"zombie run: {reason}")
         events.append(run_event(run, "zombie", reason, {"marked": "failed"}, utc()))
     return log.extend(events) if events else []
 
@@ -308,21 +312,16 @@ def stale_hours(instance: dg.DagsterInstance, pairs: Sequence[str], now: datetim
     """Hours each live (ccxt) pair's candles are overdue: its newest stored candle against the newest a run can
     publish (the last hour of the last complete UTC day). None for pairs fed by the simulator or landing files
     (history, no freshness expected) and pairs with nothing stored."""
-    from assets.batch import latest_metadata
-    from assets.market import ohlcv_candles
+    from assets.market import newest_candles
     from sensors.market import newest_ingestible
 
-    materialized = set(instance.get_materialized_partitions(ohlcv_candles.key))
-    newest = newest_ingestible(now)
+    stored, newest = newest_candles(instance), newest_ingestible(now)
     out: dict[str, float | None] = {}
     for pair in pairs:
-        months = [k for k in materialized if k.endswith(f"|{pair}")]
-        meta = (latest_metadata(instance, ohlcv_candles.key, [max(months)]) if months else None) or {}
-        if meta.get("source") != "ccxt" or meta.get("last_timestamp") is None:
+        if pair in stored and stored[pair][1] == "ccxt":
+            out[pair] = max((newest - stored[pair][0]).total_seconds() / 3600, 0.0)
+        else:
             out[pair] = None
-            continue
-        stamp = utc(datetime.fromisoformat(str(meta["last_timestamp"])))
-        out[pair] = max((newest - stamp).total_seconds() / 3600, 0.0)
     return out
 
 
@@ -416,15 +415,8 @@ def status_rows(state: State, pains: dict[str | None, Any] | None = None) -> lis
     return rows
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return "(none)"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join("" if r[c] is None else str(r[c]).replace("|", "/") for c in columns) + " |" for r in rows
-    ]
-    return "\n".join(lines)
+def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    return markdown_table(pl.DataFrame(list(rows), infer_schema_length=None)) if rows else "(none)"
 
 
 def status_materialization(state: State, report: TickReport | None = None) -> dg.AssetMaterialization:
@@ -440,7 +432,7 @@ def status_materialization(state: State, report: TickReport | None = None) -> dg
             "breakers_open": sum(r["breaker"] == "open" for r in rows),
             "system_breaker": state.system.state,
             "overall_pain": float(overall or 0.0),
-            "status": dg.MetadataValue.md(markdown_table(rows)),
+            "status": dg.MetadataValue.md(rows_markdown(rows)),
         },
     )
 
@@ -458,7 +450,7 @@ def events_materialization(log: EventLog) -> dg.AssetMaterialization:
             "events": log.count(),
             "last_seq": log.last_seq(),
             "log": repr(log),
-            "recent": dg.MetadataValue.md(markdown_table(rows)),
+            "recent": dg.MetadataValue.md(rows_markdown(rows)),
         },
     )
 

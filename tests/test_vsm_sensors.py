@@ -39,6 +39,7 @@ from cyber_pipelines.vsm.events import EventLog
 from cyber_pipelines.vsm.policy import DEFAULT_POLICY
 from cyber_pipelines.vsm.system import current_state, ledger_size
 from sensors.vsm import (
+    finished_run_events,
     reap_zombies,
     vsm_algedonic_sensor,
     vsm_check_sensor,
@@ -316,6 +317,10 @@ def test_a_run_whose_process_was_killed_is_marked_failed_with_the_reason_and_cou
     assert zombie.kind == "zombie" and "is gone" in zombie.reason
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert reap_zombies(instance, log, policy) == []  # reaped once
+    (failure,) = [
+        e for e in finished_run_events(instance, datetime.now(UTC) - timedelta(hours=1)) if e.kind == "run_failure"
+    ]
+    assert failure.data["zombie"] is True and "is gone" in failure.reason  # its zombie event counts it, not this
 
 
 def test_a_bad_policy_edit_is_refused_and_the_last_good_policy_stays(

@@ -119,22 +119,11 @@ def _ledger(instance: dg.DagsterInstance, vsm: VsmResource, log: EventLog, stora
 
 
 def _candles(instance: dg.DagsterInstance) -> dict[str, Any]:
-    """The newest stored candle per pair: ``last_timestamp`` of its newest month (as ``stored_through`` in
-    ``sensors/market.py``), with that month's source."""
-    from assets.batch import latest_metadata
+    """The newest stored candle per pair, with its month's source (``assets.market.newest_candles``)."""
+    from assets.market import newest_candles
 
-    newest: dict[str, str] = {}
-    for key in instance.get_materialized_partitions(OHLCV):
-        month, _, pair = str(key).partition("|")
-        if pair and month > newest.get(pair, ""):
-            newest[pair] = month
-    candles = []
-    for pair, month in sorted(newest.items()):
-        meta = latest_metadata(instance, OHLCV, [f"{month}|{pair}"]) or {}
-        if meta.get("last_timestamp") is not None:
-            through = utc(datetime.fromisoformat(str(meta["last_timestamp"])))
-            candles.append(Candles(pair, str(meta.get("source") or "unknown"), through))
-    return {"candles": candles}
+    stored = newest_candles(instance)
+    return {"candles": [Candles(pair, source, through) for pair, (through, source) in sorted(stored.items())]}
 
 
 def _materializations(instance: dg.DagsterInstance) -> dict[str, Any]:
